@@ -1,0 +1,5 @@
+"""``python -m neuralimaging``."""
+
+from neuralimaging.cli import main
+
+raise SystemExit(main())

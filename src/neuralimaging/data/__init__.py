@@ -1,0 +1,1 @@
+"""Datasets on disk: prepared RAW/target pairs, splits and patch sampling."""

@@ -1,0 +1,69 @@
+"""Natural RGB photographs: the ones bundled inside installed packages (offline) and user folders.
+
+The default photo set is what scikit-image, scikit-learn and matplotlib ship inside their wheels (nothing is
+downloaded): astronaut, chelsea, coffee, rocket, the motorcycle stereo pair (scikit-image), china and flower
+(scikit-learn), and grace_hopper (matplotlib). Graphics, microscopy and astronomy images are left out.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from neuralimaging.errors import InputError
+
+__all__ = ["PHOTO_SUFFIXES", "bundled_photos", "find_photos", "load_photo"]
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+_SKIMAGE = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png")
+_SKLEARN = ("china.jpg", "flower.jpg")
+_MATPLOTLIB = ("grace_hopper.jpg",)
+
+
+def bundled_photos() -> list[Path]:
+    """Paths of the natural photographs shipped inside installed packages, in a fixed order."""
+    import matplotlib
+    import skimage
+    import sklearn.datasets
+
+    folders = (
+        (Path(os.path.dirname(skimage.__file__)) / "data", _SKIMAGE),
+        (Path(os.path.dirname(sklearn.datasets.__file__)) / "images", _SKLEARN),
+        (Path(os.path.dirname(matplotlib.__file__)) / "mpl-data" / "sample_data", _MATPLOTLIB),
+    )
+    found = [folder / name for folder, names in folders for name in names if (folder / name).is_file()]
+    if not found:
+        raise InputError("no bundled photographs found in scikit-image, scikit-learn or matplotlib")
+    return found
+
+
+def find_photos(source: str | Path) -> list[Path]:
+    """Photos of a folder (JPEG/PNG/TIFF, sorted by name), or the bundled set for ``"default"``."""
+    if str(source) == "default":
+        return bundled_photos()
+    folder = Path(source)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder of photos (expected a directory of JPEG/PNG/TIFF files)")
+    photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
+    if not photos:
+        raise InputError(f"{folder}: no JPEG/PNG/TIFF photos found")
+    return photos
+
+
+def load_photo(path: str | Path) -> np.ndarray:
+    """Read a photo as ``uint8 (H, W, 3)`` RGB (grey is repeated, alpha dropped, 16-bit scaled down)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(image, dtype=np.float64)
+                array = np.clip(np.round(array / 257.0), 0, 255).astype(np.uint8)
+                return np.repeat(array[..., None], 3, axis=2)
+            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: not a readable photo ({error})") from error

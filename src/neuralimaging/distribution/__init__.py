@@ -1,0 +1,1 @@
+"""What happens after the shutter: manipulations, differentiable JPEG and the sharing channel."""

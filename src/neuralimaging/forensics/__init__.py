@@ -1,0 +1,1 @@
+"""The analyst: forensic analysis network (FAN), PRNU fingerprints and tampering localization."""
