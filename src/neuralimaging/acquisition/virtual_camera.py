@@ -1,0 +1,487 @@
+"""Virtual cameras: ordinary RGB photos unprocessed into realistic Bayer RAW files (DNG).
+
+Unprocessing follows Brooks et al. 2019, "Unprocessing Images for Learned Raw Denoising" (CVPR), run in
+reverse order of the paper's python ISP (:mod:`neuralimaging.acquisition.isp`):
+
+1. crop / rescale / flip the photo to the sensor size (random per shot), sRGB values in [0, 1];
+2. inverse gamma ``x ** 2.2`` (the python ISP's default curve) and a random exposure factor;
+3. inverse colour matrix: linear sRGB -> camera RGB with ``inv(cam_to_srgb)`` of the profile's real
+   XYZ->camera matrix (so the python ISP maps it back);
+4. inverse white balance with random per-shot gains, highlight-preserving (Brooks' ``safe_invert_gains``);
+5. mosaic with the profile's CFA;
+6. photo-response non-uniformity: the signal is multiplied by ``1 + K`` with the sensor's fixed PRNU factor K
+   (:meth:`CameraProfile.prnu`, zero-mean Gaussian, the ground truth for the PRNU experiments);
+7. Poisson-Gaussian noise, variance ``shot * x + read`` with ``log(read) = 2.18 log(shot) + 1.20 + N(0, 0.26)``
+   (Brooks et al., Sec. 3.1) and ``shot`` log-uniform in the profile's range;
+8. black level, white level, quantization to the profile's bit depth, written as an uncompressed DNG.
+
+The colour matrices are the XYZ->camera matrices of LibRaw's ``adobe_coeff`` table (LibRaw 0.22
+``src/tables/colordata.cpp``, the same values as dcraw's ``adobe_coeff``; divided by 10000), read through rawpy.
+The CFA pattern of each profile is chosen so that the four built-in profiles cover the four Bayer patterns
+(the Nikon D90 really is GBRG, as in the paper).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+import torch.nn.functional as F
+
+from neuralimaging.acquisition.bayer import check_cfa, mosaic_rgb
+from neuralimaging.acquisition.raw import cam_to_srgb_from_xyz
+from neuralimaging.data.photos import find_photos, load_photo
+from neuralimaging.errors import InputError
+
+__all__ = [
+    "CAMERAS",
+    "SIDECAR",
+    "CameraProfile",
+    "get_camera",
+    "parse_size",
+    "synthesize",
+    "unprocess",
+    "write_dng",
+]
+
+SIDECAR = "camera.json"
+_CFA_CODES = {"R": 0, "G": 1, "B": 2}
+
+
+@dataclass(frozen=True)
+class CameraProfile:
+    """A virtual camera: sensor, colour and noise characteristics.
+
+    Attributes:
+        name: short identifier (``nikon-d90``).
+        make: maker of the camera whose colour matrix is used.
+        model: model of that camera.
+        cfa: Bayer pattern of the sensor.
+        xyz_to_cam: XYZ (D65) -> camera matrix, 9 values row-major (LibRaw adobe_coeff / 10000).
+        bits: bit depth of the ADC (12 or 14).
+        black_level: black level in DN (same for the four sites).
+        white_level: saturation in DN.
+        size: default sensor size ``(H, W)``, both even.
+        prnu_sigma: standard deviation of the PRNU factor K.
+        prnu_seed: seed of K (fixed per camera).
+        shot_noise: range ``(low, high)`` of the shot-noise parameter (variance per unit signal, normalized
+            units), sampled log-uniformly per shot.
+        red_gain: range of the as-shot red white-balance gain.
+        blue_gain: range of the as-shot blue white-balance gain.
+    """
+
+    name: str
+    make: str
+    model: str
+    cfa: str
+    xyz_to_cam: tuple[float, ...]
+    bits: int
+    black_level: int
+    white_level: int
+    size: tuple[int, int]
+    prnu_sigma: float
+    prnu_seed: int
+    shot_noise: tuple[float, float]
+    red_gain: tuple[float, float] = (1.9, 2.4)
+    blue_gain: tuple[float, float] = (1.5, 1.9)
+
+    def __post_init__(self) -> None:
+        check_cfa(self.cfa)
+        height, width = self.size
+        if height % 2 or width % 2 or height < 16 or width < 16:
+            raise InputError(f"camera {self.name}: sensor size must be even and >= 16, got {height}x{width}")
+        if not 0 <= self.black_level < self.white_level <= 2**self.bits - 1:
+            raise InputError(f"camera {self.name}: need 0 <= black < white <= 2^bits - 1")
+        if len(self.xyz_to_cam) != 9:
+            raise InputError(f"camera {self.name}: xyz_to_cam needs 9 values, got {len(self.xyz_to_cam)}")
+
+    @property
+    def megapixels(self) -> float:
+        """Sensor size in megapixels."""
+        return self.size[0] * self.size[1] / 1e6
+
+    @property
+    def cam_to_srgb(self) -> np.ndarray:
+        """``(3, 3)`` white-balanced camera RGB -> linear sRGB (dcraw's derivation)."""
+        return cam_to_srgb_from_xyz(np.asarray(self.xyz_to_cam).reshape(3, 3))
+
+    def with_size(self, size: tuple[int, int] | str | None) -> CameraProfile:
+        """The same camera with another sensor size (``None`` keeps it); K is regenerated at that size."""
+        if size is None:
+            return self
+        return dataclasses.replace(self, size=parse_size(size))
+
+    def prnu(self) -> np.ndarray:
+        """The sensor's true PRNU factor K: ``float32 (H, W)``, zero-mean Gaussian with ``prnu_sigma``.
+
+        Deterministic from ``prnu_seed`` and the sensor size; every shot of the camera is multiplied by
+        ``1 + K`` before noise (see module docstring).
+        """
+        rng = np.random.default_rng(self.prnu_seed)
+        return (rng.standard_normal(self.size) * self.prnu_sigma).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        """Plain JSON/YAML-able description."""
+        data = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+
+def _profile(**kw) -> CameraProfile:
+    return CameraProfile(**kw)
+
+
+CAMERAS: dict[str, CameraProfile] = {
+    profile.name: profile
+    for profile in (
+        _profile(
+            name="nikon-d90",
+            make="Nikon",
+            model="D90",
+            cfa="GBRG",
+            xyz_to_cam=(0.7309, -0.1403, -0.0519, -0.8474, 1.6008, 0.2622, -0.2434, 0.2826, 0.8064),
+            bits=12,
+            black_level=0,
+            white_level=3880,
+            size=(432, 648),
+            prnu_sigma=0.015,
+            prnu_seed=90,
+            shot_noise=(1e-4, 4e-3),
+        ),
+        _profile(
+            name="canon-5d2",
+            make="Canon",
+            model="EOS 5D Mark II",
+            cfa="RGGB",
+            xyz_to_cam=(0.4716, 0.0603, -0.0830, -0.7798, 1.5474, 0.2480, -0.1496, 0.1937, 0.6651),
+            bits=14,
+            black_level=1024,
+            white_level=15600,
+            size=(448, 672),
+            prnu_sigma=0.010,
+            prnu_seed=5002,
+            shot_noise=(5e-5, 2e-3),
+            red_gain=(1.8, 2.3),
+            blue_gain=(1.3, 1.7),
+        ),
+        _profile(
+            name="pentax-k5",
+            make="Pentax",
+            model="K-5",
+            cfa="BGGR",
+            xyz_to_cam=(0.8713, -0.2833, -0.0743, -0.4342, 1.1900, 0.2772, -0.0722, 0.1543, 0.6247),
+            bits=14,
+            black_level=512,
+            white_level=16383,
+            size=(464, 696),
+            prnu_sigma=0.012,
+            prnu_seed=505,
+            shot_noise=(1e-4, 3e-3),
+            red_gain=(1.6, 2.1),
+            blue_gain=(1.3, 1.7),
+        ),
+        _profile(
+            name="sony-a700",
+            make="Sony",
+            model="DSLR-A700",
+            cfa="GRBG",
+            xyz_to_cam=(0.5775, -0.0805, -0.0359, -0.8574, 1.6295, 0.2391, -0.1943, 0.2341, 0.7249),
+            bits=12,
+            black_level=128,
+            white_level=4095,
+            size=(416, 624),
+            prnu_sigma=0.020,
+            prnu_seed=700,
+            shot_noise=(2e-4, 8e-3),
+            red_gain=(2.0, 2.6),
+            blue_gain=(1.4, 1.8),
+        ),
+    )
+}
+
+
+def get_camera(camera: str | CameraProfile) -> CameraProfile:
+    """A profile by name (or the profile itself)."""
+    if isinstance(camera, CameraProfile):
+        return camera
+    if camera not in CAMERAS:
+        raise InputError(f"unknown camera {camera!r}; expected one of {', '.join(CAMERAS)}")
+    return CAMERAS[camera]
+
+
+def parse_size(size: str | Sequence[int]) -> tuple[int, int]:
+    """``"480x640"`` or ``(480, 640)`` -> ``(480, 640)``; both must be even and >= 16."""
+    try:
+        if isinstance(size, str):
+            height, width = (int(v) for v in size.lower().split("x"))
+        else:
+            height, width = (int(v) for v in size)
+    except (ValueError, TypeError) as error:
+        raise InputError(f"sensor size must look like HxW (e.g. 480x640), got {size!r}") from error
+    if height % 2 or width % 2 or height < 16 or width < 16:
+        raise InputError(f"sensor size must be even and >= 16 in both directions, got {height}x{width}")
+    return height, width
+
+
+def _rational(values: Sequence[float]) -> tuple[int, ...]:
+    out: list[int] = []
+    for value in values:
+        fraction = Fraction(float(value)).limit_denominator(1_000_000)
+        out += [fraction.numerator, fraction.denominator]
+    return tuple(out)
+
+
+def write_dng(
+    path: str | os.PathLike,
+    mosaic: np.ndarray,
+    *,
+    cfa: str,
+    black_level: float | Sequence[float],
+    white_level: int,
+    as_shot_neutral: Sequence[float],
+    xyz_to_cam: Sequence[float],
+    make: str = "neuralimaging",
+    model: str = "virtual camera",
+    orientation: int = 1,
+    description: str = "",
+) -> Path:
+    """Write a Bayer mosaic as an uncompressed DNG 1.4 file (atomically).
+
+    Args:
+        path: output file.
+        mosaic: ``uint16 (H, W)`` raw values laid out in ``cfa``.
+        cfa: Bayer pattern.
+        black_level: one value, or four values for the sites of the 2x2 pattern.
+        white_level: saturation value.
+        as_shot_neutral: ``(3,)`` camera RGB of a neutral (= 1 / white-balance gains).
+        xyz_to_cam: ColorMatrix1, XYZ -> camera for D65 (CalibrationIlluminant1 = 21).
+        make, model, orientation, description: TIFF Make, Model, Orientation and ImageDescription.
+    """
+    path = Path(path)
+    cfa = check_cfa(cfa)
+    mosaic = np.asarray(mosaic)
+    if mosaic.ndim != 2 or mosaic.dtype != np.uint16:
+        raise InputError(f"{path}: DNG mosaic must be uint16 (H, W), got {mosaic.dtype} {mosaic.shape}")
+    black = np.broadcast_to(np.asarray(black_level, dtype=np.float64), (4,))
+    black_tag = (50714, "H", 4, tuple(int(round(b)) for b in black)) if np.all(black == np.round(black)) else (
+        50714, "2I", 4, _rational(black))
+    tags = [
+        (271, "s", 0, make),
+        (272, "s", 0, model),
+        (274, "H", 1, int(orientation)),
+        (33421, "H", 2, (2, 2)),
+        (33422, "B", 4, tuple(_CFA_CODES[c] for c in cfa)),
+        (50706, "B", 4, (1, 4, 0, 0)),
+        (50707, "B", 4, (1, 1, 0, 0)),
+        (50708, "s", 0, f"{make} {model}"),
+        (50710, "B", 3, (0, 1, 2)),
+        (50711, "H", 1, 1),
+        (50713, "H", 2, (2, 2)),
+        black_tag,
+        (50717, "I", 1, int(white_level)),
+        (50721, "2i", 9, _rational(xyz_to_cam)),
+        (50728, "2I", 3, _rational(as_shot_neutral)),
+        (50778, "H", 1, 21),
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tifffile.imwrite(
+        tmp,
+        mosaic,
+        photometric=32803,
+        compression=None,
+        subfiletype=0,
+        description=description or None,
+        software="neuralimaging virtual camera",
+        metadata=None,
+        extratags=[(code, dtype, count, value, True) for code, dtype, count, value in tags],
+    )
+    os.replace(tmp, path)
+    return path
+
+
+def _fit_to_sensor(photo: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """Random crop (aspect of the sensor, 70-100% of the largest), resize, random horizontal flip.
+
+    Returns ``float32 (3, H, W)`` in [0, 1] and what was done.
+    """
+    height, width = size
+    ph, pw = photo.shape[:2]
+    crop_h = min(ph, pw * height / width)
+    zoom = rng.uniform(0.7, 1.0)
+    crop_h = max(2, int(round(crop_h * zoom)))
+    crop_w = max(2, min(pw, int(round(crop_h * width / height))))
+    top = int(rng.integers(0, ph - crop_h + 1))
+    left = int(rng.integers(0, pw - crop_w + 1))
+    flip = bool(rng.random() < 0.5)
+    crop = torch.from_numpy(photo[top : top + crop_h, left : left + crop_w]).permute(2, 0, 1)[None].double() / 255.0
+    antialias = crop_h > height
+    resized = F.interpolate(crop, size=size, mode="bicubic", align_corners=False, antialias=antialias)[0]
+    resized = resized.clamp(0.0, 1.0)
+    if flip:
+        resized = resized.flip(-1)
+    info = {"crop": [top, left, crop_h, crop_w], "flip": flip}
+    return resized.float().numpy(), info
+
+
+def unprocess(
+    rgb: np.ndarray,
+    camera: CameraProfile,
+    rng: np.random.Generator,
+    *,
+    prnu: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Turn an sRGB image of the sensor's size into a noisy raw mosaic (steps 2-8 of the module docstring).
+
+    Args:
+        rgb: ``float32 (3, H, W)`` in [0, 1], ``(H, W) == camera.size``.
+        camera: the profile.
+        rng: source of the per-shot randomness (exposure, white balance, noise level, noise).
+        prnu: K of the sensor (computed from the profile when None).
+
+    Returns:
+        ``uint16 (H, W)`` mosaic in DN and the per-shot parameters (``wb_gains``, ``exposure``, ``shot_noise``,
+        ``read_noise``).
+    """
+    if rgb.shape[1:] != tuple(camera.size):
+        raise InputError(f"image of {rgb.shape[1:]} does not match the {camera.name} sensor {camera.size}")
+    k = camera.prnu() if prnu is None else prnu
+    linear = np.power(np.clip(rgb.astype(np.float64), 0.0, 1.0), 2.2)
+    exposure = rng.uniform(0.6, 1.0)
+    linear *= exposure
+    srgb_to_cam = np.linalg.inv(camera.cam_to_srgb)
+    cam = np.einsum("ij,jhw->ihw", srgb_to_cam, linear)
+    red = rng.uniform(*camera.red_gain)
+    blue = rng.uniform(*camera.blue_gain)
+    inverse = np.array([1.0 / red, 1.0, 1.0 / blue])[:, None, None]
+    grey = cam.mean(axis=0, keepdims=True)
+    mask = (np.maximum(grey - 0.9, 0.0) / 0.1) ** 2  # Brooks' highlight-preserving inversion
+    cam = cam * np.maximum(mask + (1.0 - mask) * inverse, inverse)
+    mosaic = mosaic_rgb(np.clip(cam, 0.0, 1.0), camera.cfa)
+    mosaic = mosaic * (1.0 + k.astype(np.float64))
+    log_low, log_high = np.log(camera.shot_noise[0]), np.log(camera.shot_noise[1])
+    shot = float(np.exp(rng.uniform(log_low, log_high)))
+    read = float(np.exp(2.18 * np.log(shot) + 1.20 + rng.normal(0.0, 0.26)))
+    variance = np.maximum(mosaic, 0.0) * shot + read
+    noisy = mosaic + rng.standard_normal(mosaic.shape) * np.sqrt(variance)
+    scale = camera.white_level - camera.black_level
+    dn = np.round(camera.black_level + noisy * scale)
+    dn = np.clip(dn, 0, camera.white_level).astype(np.uint16)
+    info = {
+        "wb_gains": [red, 1.0, blue],
+        "exposure": exposure,
+        "shot_noise": shot,
+        "read_noise": read,
+    }
+    return dn, info
+
+
+def _write_sidecar(out_dir: Path, camera: CameraProfile, shots: dict[str, dict]) -> None:
+    sidecar = out_dir / SIDECAR
+    existing: dict = {}
+    if sidecar.is_file():
+        try:
+            existing = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            existing = {}
+    if existing.get("profile") != camera.to_dict():
+        existing = {}
+    merged = {**existing.get("shots", {}), **shots}
+    data = {
+        "profile": camera.to_dict(),
+        "megapixels_per_shot": camera.megapixels,
+        "shots": dict(sorted(merged.items())),
+    }
+    tmp = sidecar.with_name(f".{SIDECAR}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, sidecar)
+
+
+def synthesize(
+    photos: str | os.PathLike | Sequence[str | os.PathLike],
+    camera: str | CameraProfile,
+    out_dir: str | os.PathLike,
+    *,
+    shots_per_photo: int = 16,
+    seed: int = 0,
+    size: tuple[int, int] | str | None = None,
+    overwrite: bool = False,
+    progress=None,
+) -> list[Path]:
+    """Write ``shots_per_photo`` DNG shots of every photo as taken by ``camera``.
+
+    Each shot is a random crop/zoom/flip of the photo at the sensor size, with its own exposure, white
+    balance and noise level, the sensor's fixed PRNU and Poisson-Gaussian noise. Everything is deterministic
+    from ``seed`` (shot ``k`` of photo ``i`` uses ``default_rng([seed, i, k])``, so all cameras frame a photo
+    alike for one seed); existing files are kept unless ``overwrite`` (so an interrupted run resumes). A
+    ``camera.json`` sidecar in ``out_dir`` records the profile and the parameters of every shot.
+
+    Args:
+        photos: a folder of JPEG/PNG/TIFF photos, ``"default"`` (photos bundled with installed packages), or a
+            list of photo files.
+        camera: profile or its name in :data:`CAMERAS`.
+        out_dir: output folder (created).
+        shots_per_photo: shots per photo (>= 1).
+        seed: seed of all randomness except K (which belongs to the camera).
+        size: sensor size ``(H, W)`` or ``"HxW"`` overriding the profile's default.
+        overwrite: rewrite existing files.
+        progress: optional callable ``(done, total)`` called after each shot.
+
+    Returns:
+        Paths of the DNG files, named ``<camera>_<photo>_<k>.dng``, in photo then shot order.
+    """
+    profile = get_camera(camera).with_size(size)
+    if shots_per_photo < 1:
+        raise InputError(f"shots_per_photo must be >= 1, got {shots_per_photo}")
+    if isinstance(photos, (str, os.PathLike)):
+        sources = find_photos(photos)
+    else:
+        sources = [Path(p) for p in photos]
+        if not sources:
+            raise InputError("no photos given")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    k = profile.prnu()
+    written: list[Path] = []
+    shots: dict[str, dict] = {}
+    total = len(sources) * shots_per_photo
+    for index, source in enumerate(sources):
+        photo = None
+        for shot in range(shots_per_photo):
+            target = out / f"{profile.name}_{source.stem}_{shot:02d}.dng"
+            written.append(target)
+            if target.is_file() and not overwrite:
+                if progress:
+                    progress(len(written), total)
+                continue
+            if photo is None:
+                photo = load_photo(source)
+            rng = np.random.default_rng([seed, index, shot])
+            rgb, fit = _fit_to_sensor(photo, profile.size, rng)
+            mosaic, params = unprocess(rgb, profile, rng, prnu=k)
+            meta = {"photo": source.name, "shot": shot, "seed": seed, "camera": profile.name, **fit, **params}
+            neutral = [1.0 / params["wb_gains"][0], 1.0, 1.0 / params["wb_gains"][2]]
+            write_dng(
+                target,
+                mosaic,
+                cfa=profile.cfa,
+                black_level=profile.black_level,
+                white_level=profile.white_level,
+                as_shot_neutral=neutral,
+                xyz_to_cam=profile.xyz_to_cam,
+                make="neuralimaging",
+                model=f"virtual {profile.name}",
+                description=json.dumps(meta),
+            )
+            shots[target.name] = meta
+            if progress:
+                progress(len(written), total)
+    _write_sidecar(out, profile, shots)
+    return written

@@ -1,0 +1,142 @@
+"""Virtual cameras: profiles, PRNU ground truth, unprocessing that the python ISP inverts, DNG output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuralimaging.acquisition.bayer import CFA_PATTERNS, crop_to_rggb, normalize_mosaic
+from neuralimaging.acquisition.isp import develop
+from neuralimaging.acquisition.raw import read_raw
+from neuralimaging.acquisition.virtual_camera import (
+    CAMERAS,
+    SIDECAR,
+    _fit_to_sensor,
+    get_camera,
+    parse_size,
+    synthesize,
+    unprocess,
+    write_dng,
+)
+from neuralimaging.errors import InputError
+
+
+def test_profiles_differ_and_cover_every_pattern() -> None:
+    profiles = list(CAMERAS.values())
+    assert len(profiles) >= 4
+    assert {p.cfa for p in profiles} == set(CFA_PATTERNS)
+    assert CAMERAS["nikon-d90"].cfa == "GBRG"  # as the paper's D90
+    for attribute in ("xyz_to_cam", "black_level", "prnu_seed", "shot_noise"):
+        assert len({getattr(p, attribute) for p in profiles}) == len(profiles), attribute
+    assert {p.bits for p in profiles} == {12, 14}
+    for p in profiles:
+        assert 0.25 <= p.megapixels <= 0.5
+        np.testing.assert_allclose(p.cam_to_srgb.sum(axis=1), 1.0, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", list(CAMERAS))
+def test_prnu_is_fixed_zero_mean_gaussian(name: str) -> None:
+    camera = CAMERAS[name]
+    k = camera.prnu()
+    assert k.shape == camera.size and k.dtype == np.float32
+    np.testing.assert_array_equal(k, camera.prnu())
+    assert abs(float(k.mean())) < 5 * camera.prnu_sigma / np.sqrt(k.size)
+    assert float(k.std()) == pytest.approx(camera.prnu_sigma, rel=0.02)
+    other = CAMERAS["canon-5d2" if name != "canon-5d2" else "nikon-d90"].with_size(camera.size).prnu()
+    assert abs(np.corrcoef(k.ravel(), other.ravel())[0, 1]) < 0.02  # cameras have different fingerprints
+
+
+def test_shots_carry_the_prnu() -> None:
+    """A flat grey scene, normalized and averaged over shots, reveals 1 + K (the PRNU ground truth)."""
+    noisy = get_camera("sony-a700").with_size("64x96")
+    camera = type(noisy)(**{**noisy.__dict__, "shot_noise": (1e-4, 1e-4)})  # moderate noise, K of the sony
+    k = camera.prnu()
+    grey = np.full((3, *camera.size), 0.6, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    residues = []
+    for _ in range(8):
+        mosaic, info = unprocess(grey, camera, rng, prnu=k)
+        flat = normalize_mosaic(mosaic, camera.cfa, np.full(4, camera.black_level), camera.white_level)
+        sites = [flat[dy::2, dx::2] for dy in (0, 1) for dx in (0, 1)]
+        means = [s.mean() for s in sites]
+        residue = np.empty_like(flat)
+        for (dy, dx), s, m in zip([(0, 0), (0, 1), (1, 0), (1, 1)], sites, means):
+            residue[dy::2, dx::2] = s / m - 1.0
+        residues.append(residue)
+    estimate = np.mean(residues, axis=0)
+    assert np.corrcoef(estimate.ravel(), k.ravel())[0, 1] > 0.8
+
+
+@pytest.mark.parametrize("name", list(CAMERAS))
+def test_python_isp_inverts_unprocessing(tmp_path: Path, photos, name: str) -> None:
+    """Without noise and PRNU, developing the DNG gives back the photo (up to exposure and demosaicing)."""
+    camera = get_camera(name).with_size("192x288")
+    quiet = type(camera)(**{**camera.__dict__, "shot_noise": (1e-12, 1e-12), "prnu_sigma": 0.0})
+    rng = np.random.default_rng(5)
+    rgb, _ = _fit_to_sensor(photos[0], quiet.size, rng)
+    mosaic, info = unprocess(rgb, quiet, rng)
+    path = write_dng(tmp_path / "shot.dng", mosaic, cfa=quiet.cfa, black_level=quiet.black_level,
+                     white_level=quiet.white_level, as_shot_neutral=[1 / g for g in info["wb_gains"]],
+                     xyz_to_cam=quiet.xyz_to_cam)
+    developed = develop(path, "python")
+    expected = np.clip(rgb * info["exposure"] ** (1 / 2.2), 0, 1)
+    inner = (slice(None), slice(4, -4), slice(4, -4))
+    mse = np.mean((developed[inner] - expected[inner]) ** 2)
+    assert 10 * np.log10(1 / mse) > 30.0
+    np.testing.assert_allclose(developed[inner].mean(axis=(1, 2)), expected[inner].mean(axis=(1, 2)), atol=0.01)
+
+
+def test_synthesize_writes_readable_deterministic_dngs(tmp_path: Path, photo_paths) -> None:
+    camera = get_camera("pentax-k5")
+    out = tmp_path / "raw"
+    paths = synthesize(photo_paths[:2], camera, out, shots_per_photo=2, seed=7, size=(64, 96))
+    assert [p.name for p in paths] == [f"pentax-k5_{s.stem}_{k:02d}.dng" for s in photo_paths[:2] for k in range(2)]
+    for path in paths:
+        raw = read_raw(path)
+        assert raw.mosaic.shape == (64, 96) and raw.cfa == "BGGR"
+        assert raw.white_level == camera.white_level and np.all(raw.black_level == camera.black_level)
+        assert raw.mosaic.max() <= camera.white_level
+        assert 1.3 <= raw.wb_gains[2] <= 1.7 and 1.6 <= raw.wb_gains[0] <= 2.1
+    sidecar = json.loads((out / SIDECAR).read_text())
+    assert sidecar["profile"]["name"] == "pentax-k5" and sidecar["profile"]["size"] == [64, 96]
+    assert sorted(sidecar["shots"]) == sorted(p.name for p in paths)
+    # resumable: existing files are kept; deterministic: rewriting gives the same bytes
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in paths}
+    synthesize(photo_paths[:2], camera, out, shots_per_photo=2, seed=7, size=(64, 96))
+    assert all(p.stat().st_mtime_ns == before[p][0] for p in paths)
+    synthesize(photo_paths[:2], camera, out, shots_per_photo=2, seed=7, size=(64, 96), overwrite=True)
+    assert all(p.read_bytes() == before[p][1] for p in paths)
+    # shots differ from each other (crop, exposure, noise)
+    assert not np.array_equal(read_raw(paths[0]).mosaic, read_raw(paths[1]).mosaic)
+
+
+def test_noise_grows_with_signal() -> None:
+    camera = get_camera("nikon-d90").with_size("64x96")
+    quiet_prnu = np.zeros(camera.size, np.float32)
+    rng = np.random.default_rng(1)
+    levels = (0.2, 0.8)
+    spreads = []
+    for level in levels:
+        grey = np.full((3, *camera.size), level, dtype=np.float32)
+        a, _ = unprocess(grey, camera, np.random.default_rng(11), prnu=quiet_prnu)
+        b, _ = unprocess(grey, camera, np.random.default_rng(11), prnu=quiet_prnu)
+        assert np.array_equal(a, b)
+        c, _ = unprocess(grey, camera, rng, prnu=quiet_prnu)
+        spreads.append(float(crop_to_rggb(c.astype(np.float64), camera.cfa)[0::2, 1::2].std()))
+    assert spreads[1] > spreads[0] > 0
+
+
+def test_bad_arguments(tmp_path: Path, photo_paths) -> None:
+    with pytest.raises(InputError, match="unknown camera"):
+        get_camera("leica-m9")
+    with pytest.raises(InputError, match="HxW"):
+        parse_size("big")
+    with pytest.raises(InputError, match="even"):
+        parse_size("63x96")
+    with pytest.raises(InputError, match="shots_per_photo"):
+        synthesize(photo_paths[:1], "nikon-d90", tmp_path, shots_per_photo=0)
+    with pytest.raises(InputError, match="not a folder"):
+        synthesize(tmp_path / "nowhere", "nikon-d90", tmp_path)

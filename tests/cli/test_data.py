@@ -1,0 +1,61 @@
+"""``neuralimaging data synth|prepare|cameras`` end to end on small sensors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from neuralimaging.acquisition.raw import read_raw
+from neuralimaging.cli import main
+from neuralimaging.data.dataset import Dataset
+
+
+def test_synth_then_prepare(tmp_path: Path, photo_paths, capsys) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in photo_paths[:2]:
+        Image.open(path).convert("RGB").save(photos / f"{path.stem}.png")
+    raw = tmp_path / "raw"
+    code = main(["data", "synth", "--camera", "canon-5d2", "--photos", str(photos), "--out", str(raw),
+                 "--shots", "3", "--size", "48x64"])
+    assert code == 0
+    files = sorted(raw.glob("*.dng"))
+    assert len(files) == 6 and read_raw(files[0]).mosaic.shape == (48, 64)
+    assert "6 DNG files of 48x64" in capsys.readouterr().out
+
+    (raw / "zz_broken.dng").write_bytes(files[0].read_bytes()[:500])
+    out = tmp_path / "prepared"
+    code = main(["data", "prepare", "--raw-dir", str(raw), "--camera", "canon-5d2", "--out", str(out),
+                 "--workers", "1"])
+    captured = capsys.readouterr()
+    assert code == 1  # one broken file, reported, the rest prepared
+    assert "zz_broken.dng" in captured.err and "6 prepared" in captured.out
+    data = Dataset.load(out)
+    assert data.camera == "canon-5d2" and len(data.train) + len(data.val) == 6
+    assert json.loads((out / "dataset.json").read_text())["failed"]
+    (raw / "zz_broken.dng").unlink()
+    assert main(["data", "prepare", "--raw-dir", str(raw), "--camera", "canon-5d2", "--out", str(out)]) == 0
+    assert "0 prepared, 6 already done" in capsys.readouterr().out
+
+
+def test_synth_bad_size_is_one_line_error(tmp_path: Path, capsys) -> None:
+    code = main(["data", "synth", "--camera", "nikon-d90", "--out", str(tmp_path), "--size", "47x64"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("neuralimaging data: error:") and "47x64" in err and "\n" not in err
+
+
+def test_cameras_lists_every_profile(capsys) -> None:
+    assert main(["data", "cameras"]) == 0
+    out = capsys.readouterr().out
+    for name in ("nikon-d90", "canon-5d2", "pentax-k5", "sony-a700"):
+        assert name in out
+
+
+def test_unknown_camera_is_rejected() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["data", "synth", "--camera", "leica-m9"])
+    assert info.value.code == 2

@@ -1,0 +1,52 @@
+"""``neuralimaging develop``: one PNG per RAW file, 8 or 16 bits, bad files listed with a non-zero exit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuralimaging.acquisition.isp import develop
+from neuralimaging.acquisition.virtual_camera import synthesize
+from neuralimaging.cli import main
+from neuralimaging.io import load_image, read_pixels
+
+
+@pytest.fixture(scope="module")
+def dngs(tmp_path_factory, photo_paths) -> list[Path]:
+    folder = tmp_path_factory.mktemp("dng")
+    return synthesize(photo_paths[:2], "sony-a700", folder, shots_per_photo=1, seed=0, size=(64, 96))
+
+
+@pytest.mark.parametrize("pipeline", ["python", "libraw"])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_develop_writes_one_png_per_file(tmp_path: Path, dngs: list[Path], pipeline: str, bits: int) -> None:
+    out = tmp_path / "out"
+    code = main(["develop", "--pipeline", pipeline, *map(str, dngs), "--out", str(out), "--bits", str(bits)])
+    assert code == 0
+    for path in dngs:
+        png = out / f"{path.stem}.png"
+        pixels = read_pixels(png)
+        assert pixels.shape == (64, 96, 3) and pixels.dtype == (np.uint8 if bits == 8 else np.uint16)
+        expected = develop(path, pipeline)
+        assert np.abs(load_image(png) - expected).max() <= 0.5 / (2**bits - 1) + 1e-6
+
+
+def test_bad_files_are_listed_and_the_rest_developed(tmp_path: Path, dngs: list[Path], capsys) -> None:
+    text = tmp_path / "readme.dng"
+    text.write_text("plain text")
+    missing = tmp_path / "missing.nef"
+    code = main(["develop", str(dngs[0]), str(text), str(missing), "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert (tmp_path / "out" / f"{dngs[0].stem}.png").is_file()
+    assert "2 of 3 files failed" in captured.err
+    assert "readme.dng: " in captured.err and "not a RAW file (plain text)" in captured.err
+    assert "missing.nef" in captured.err
+
+
+def test_requires_out(dngs: list[Path]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["develop", str(dngs[0])])
+    assert info.value.code == 2

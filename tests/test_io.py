@@ -1,0 +1,93 @@
+"""Image files: rounding, 8/16-bit PNG and TIFF round trips, every PNG row filter of 16-bit files."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from neuralimaging.errors import InputError
+from neuralimaging.io import load_image, read_pixels, save_image, to_uint
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_round_trip_is_within_half_a_level(tmp_path: Path, suffix: str, bits: int) -> None:
+    rgb = np.random.default_rng(bits).random((3, 17, 23)).astype(np.float32)
+    path = save_image(tmp_path / f"x{suffix}", torch.from_numpy(rgb), bits=bits)
+    back = load_image(path)
+    assert back.shape == (3, 17, 23) and back.dtype == np.float32
+    assert np.abs(back - rgb).max() <= 0.5 / (2**bits - 1) + 1e-6
+    assert read_pixels(path).dtype == (np.uint8 if bits == 8 else np.uint16)
+
+
+def test_rounds_rather_than_truncates() -> None:
+    values = np.array([0.0, 0.499 / 255, 0.501 / 255, 254.6 / 255, 1.2, -0.1, np.nan], dtype=np.float64)
+    assert to_uint(np.broadcast_to(values, (3, 1, 7)), 8)[0, :, 0].tolist() == [0, 0, 1, 255, 255, 0, 0]
+
+
+def test_8_bit_png_is_what_pillow_reads(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(0).random((3, 5, 7))
+    save_image(tmp_path / "a.png", rgb)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.png")), to_uint(rgb, 8))
+
+
+def _filter(rows: np.ndarray, kind: int, bpp: int) -> bytes:
+    """Reference PNG encoder for one filter type (RFC 2083, section 6), pure Python."""
+    out = bytearray()
+    previous = [0] * rows.shape[1]
+    for row in rows.tolist():
+        out.append(kind)
+        for x, value in enumerate(row):
+            left = row[x - bpp] if x >= bpp else 0
+            up = previous[x]
+            corner = previous[x - bpp] if x >= bpp else 0
+            if kind == 0:
+                pred = 0
+            elif kind == 1:
+                pred = left
+            elif kind == 2:
+                pred = up
+            elif kind == 3:
+                pred = (left + up) // 2
+            else:
+                p = left + up - corner
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                pred = left if pa <= pb and pa <= pc else (up if pb <= pc else corner)
+            out.append((value - pred) & 0xFF)
+        previous = row
+    return bytes(out)
+
+
+@pytest.mark.parametrize("kind", range(5))
+def test_16_bit_png_filters(tmp_path: Path, kind: int) -> None:
+    pixels = np.random.default_rng(kind).integers(0, 65536, (6, 5, 3)).astype(">u2")
+    rows = pixels.reshape(6, 15).view(np.uint8)
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 5, 6, 16, 2, 0, 0, 0))
+    data += chunk(b"IDAT", zlib.compress(_filter(rows, kind, 6))) + chunk(b"IEND", b"")
+    path = tmp_path / "f.png"
+    path.write_bytes(data)
+    np.testing.assert_array_equal(read_pixels(path), pixels.astype(np.uint16))
+
+
+def test_errors(tmp_path: Path) -> None:
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nrubbish")
+    with pytest.raises(InputError, match="bad.png: not a readable image"):
+        load_image(tmp_path / "bad.png")
+    with pytest.raises(FileNotFoundError):
+        load_image(tmp_path / "none.png")
+    with pytest.raises(InputError, match=r"\(3, H, W\)"):
+        save_image(tmp_path / "x.png", np.zeros((4, 4)))
+    with pytest.raises(InputError, match="bits"):
+        save_image(tmp_path / "x.png", np.zeros((3, 4, 4)), bits=12)
+    with pytest.raises(InputError, match="suffix"):
+        save_image(tmp_path / "x.bmp", np.zeros((3, 4, 4)))
