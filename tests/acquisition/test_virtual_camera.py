@@ -113,6 +113,24 @@ def test_synthesize_writes_readable_deterministic_dngs(tmp_path: Path, photo_pat
     assert not np.array_equal(read_raw(paths[0]).mosaic, read_raw(paths[1]).mosaic)
 
 
+def test_unreadable_photo_is_skipped_or_raised(tmp_path: Path, photo_paths) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a_good.png").write_bytes(photo_paths[1].read_bytes())
+    (photos / "b_bad.jpg").write_text("not a photo")
+    with pytest.raises(InputError, match=r"b_bad\.jpg: not a readable photo"):
+        synthesize(photos, "canon-5d2", tmp_path / "raise", shots_per_photo=2, size=(32, 48))
+    failed: list[tuple[Path, str]] = []
+    progress: list[tuple[int, int]] = []
+    paths = synthesize(photos, "canon-5d2", tmp_path / "skip", shots_per_photo=2, size=(32, 48),
+                       on_error=lambda photo, reason: failed.append((photo, reason)),
+                       progress=lambda done, total: progress.append((done, total)))
+    assert [p.name for p in paths] == ["canon-5d2_a_good_00.dng", "canon-5d2_a_good_01.dng"]
+    assert all(p.is_file() for p in paths) and len(list((tmp_path / "skip").glob("*.dng"))) == 2
+    assert [photo.name for photo, _ in failed] == ["b_bad.jpg"] and "not a readable photo" in failed[0][1]
+    assert progress[-1] == (4, 4)
+
+
 def test_noise_grows_with_signal() -> None:
     camera = get_camera("nikon-d90").with_size("64x96")
     quiet_prnu = np.zeros(camera.size, np.float32)
@@ -140,3 +158,10 @@ def test_bad_arguments(tmp_path: Path, photo_paths) -> None:
         synthesize(photo_paths[:1], "nikon-d90", tmp_path, shots_per_photo=0)
     with pytest.raises(InputError, match="not a folder"):
         synthesize(tmp_path / "nowhere", "nikon-d90", tmp_path)
+    # shots are named after the photo: a.jpg and a.png would overwrite (or skip) each other's shots
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for suffix in (".jpg", ".png"):
+        (photos / f"a{suffix}").write_bytes(photo_paths[0].read_bytes())
+    with pytest.raises(InputError, match=r"a\.png: has the same name stem as .*a\.jpg"):
+        synthesize(photos, "nikon-d90", tmp_path / "out")

@@ -41,6 +41,20 @@ def test_synth_then_prepare(tmp_path: Path, photo_paths, capsys) -> None:
     assert "0 prepared, 6 already done" in capsys.readouterr().out
 
 
+def test_synth_carries_on_past_a_bad_photo(tmp_path: Path, photo_paths, capsys) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.open(photo_paths[1]).convert("RGB").save(photos / "good.png")
+    (photos / "bad.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    code = main(["data", "synth", "--camera", "nikon-d90", "--photos", str(photos), "--out", str(tmp_path / "raw"),
+                 "--shots", "2", "--size", "32x48"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert sorted(p.name for p in (tmp_path / "raw").glob("*.dng")) == [f"nikon-d90_good_0{k}.dng" for k in (0, 1)]
+    assert "2 DNG files" in captured.out
+    assert "1 of 2 photos failed" in captured.err and "bad.jpg" in captured.err
+
+
 def test_synth_bad_size_is_one_line_error(tmp_path: Path, capsys) -> None:
     code = main(["data", "synth", "--camera", "nikon-d90", "--out", str(tmp_path), "--size", "47x64"])
     assert code == 2

@@ -101,6 +101,22 @@ def test_bad_inputs(tmp_path: Path, raw_dir: Path) -> None:
         Dataset.load(tmp_path)
 
 
+def test_corrupt_dataset_files_are_named(tmp_path: Path) -> None:
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "dataset.json").write_text(json.dumps({"camera": "c", "train": ["x"], "val": []}))
+    (tmp_path / "meta" / "x.json").write_text("{broken")
+    with pytest.raises(InputError, match=r"x\.json: corrupt sample metadata"):
+        Dataset.load(tmp_path)
+    (tmp_path / "meta" / "x.json").write_text(json.dumps({"rggb_file": "x.npy", "target_file": "x.png"}))
+    (tmp_path / "x.npy").write_bytes(b"not numpy")
+    (sample,) = Dataset.load(tmp_path).train
+    with pytest.raises(InputError, match=r"x\.npy: not a readable RGGB stack"):
+        sample.rggb
+    (tmp_path / "dataset.json").write_text(json.dumps({"train": ["x"]}))
+    with pytest.raises(InputError, match=r"dataset\.json: corrupt dataset index"):
+        Dataset.load(tmp_path)
+
+
 @pytest.mark.slow
 def test_parallel_prepare_matches_serial(tmp_path: Path, raw_dir: Path) -> None:
     serial = prepare(raw_dir, tmp_path / "a")

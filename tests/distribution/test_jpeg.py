@@ -62,18 +62,19 @@ class TestLibjpegFidelity:
             assert torch.equal(ours, libjpeg_compress(x, quality, subsampling=subsampling))
 
     @pytest.mark.parametrize("subsampling", SUBSAMPLINGS)
-    @pytest.mark.parametrize("quality", [10, 30, 50, 80, 95])
+    @pytest.mark.parametrize("quality", [10, 30, 50, 75, 80, 90, 95])
     def test_psnr_bounds(self, batch, quality, subsampling) -> None:
+        # the target: mean >= 48 dB and every photo >= 43 dB at these qualities, both subsamplings
         result = compare_with_libjpeg(batch, quality, rounding="none", subsampling=subsampling)
-        assert result["psnr"].mean() >= 47.0
-        assert result["psnr"].min() >= 40.0
+        assert result["psnr"].mean() >= 48.0
+        assert result["psnr"].min() >= 43.0
 
     @pytest.mark.parametrize("subsampling", SUBSAMPLINGS)
     @pytest.mark.parametrize("quality", [30, 75])
     def test_odd_sizes(self, odd_batch, quality, subsampling) -> None:
         result = compare_with_libjpeg(odd_batch, quality, rounding="none", subsampling=subsampling)
-        assert result["psnr"].mean() >= 47.0
-        assert result["psnr"].min() >= 40.0
+        assert result["psnr"].mean() >= 48.0
+        assert result["psnr"].min() >= 43.0
 
     def test_exact_forward_modes_agree(self, batch) -> None:
         # soft and ste share the exact forward pass of none

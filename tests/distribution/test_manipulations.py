@@ -44,6 +44,9 @@ class TestParse:
         assert [m.spec for m in mods] == ["sharpen:2", "jpeg:70-90", "resample:25", "median:5"]
         assert parse([m.spec for m in mods])[1].spec == "jpeg:70-90"
 
+    def test_exponents_are_not_ranges(self) -> None:
+        assert [m.spec for m in parse("gaussian:5e-1,awgn:1e-1-2")] == ["gaussian:0.5", "awgn:0.1-2"]
+
     def test_registry_lists_every_name(self) -> None:
         assert set(available()) == {"native", "sharpen", "gaussian", "jpeg", "resample", "awgn", "gamma", "median"}
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -413,7 +413,8 @@ def synthesize(
     seed: int = 0,
     size: tuple[int, int] | str | None = None,
     overwrite: bool = False,
-    progress=None,
+    progress: Callable[[int, int], None] | None = None,
+    on_error: Callable[[Path, str], None] | None = None,
 ) -> list[Path]:
     """Write ``shots_per_photo`` DNG shots of every photo as taken by ``camera``.
 
@@ -433,6 +434,8 @@ def synthesize(
         size: sensor size ``(H, W)`` or ``"HxW"`` overriding the profile's default.
         overwrite: rewrite existing files.
         progress: optional callable ``(done, total)`` called after each shot.
+        on_error: optional callable ``(photo, reason)``: with it, a photo that cannot be read is reported and
+            skipped (its shots are left out); without it, the :class:`InputError` is raised.
 
     Returns:
         Paths of the DNG files, named ``<camera>_<photo>_<k>.dng``, in photo then shot order.
@@ -446,23 +449,42 @@ def synthesize(
         sources = [Path(p) for p in photos]
         if not sources:
             raise InputError("no photos given")
+    by_stem: dict[str, Path] = {}
+    for source in sources:  # shots are named after the photo's stem: two photos must not share one
+        if source.stem in by_stem:
+            raise InputError(f"{source}: has the same name stem as {by_stem[source.stem]}; rename one of them")
+        by_stem[source.stem] = source
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     k = profile.prnu()
     written: list[Path] = []
     shots: dict[str, dict] = {}
     total = len(sources) * shots_per_photo
+    done = 0
     for index, source in enumerate(sources):
         photo = None
+        first = len(written)
         for shot in range(shots_per_photo):
             target = out / f"{profile.name}_{source.stem}_{shot:02d}.dng"
+            keep = target.is_file() and not overwrite
+            if not keep and photo is None:
+                try:
+                    photo = load_photo(source)
+                except InputError as error:
+                    if on_error is None:
+                        raise
+                    on_error(source, str(error))
+                    del written[first:]
+                    done = (index + 1) * shots_per_photo
+                    if progress:
+                        progress(done, total)
+                    break
             written.append(target)
-            if target.is_file() and not overwrite:
+            done += 1
+            if keep:
                 if progress:
-                    progress(len(written), total)
+                    progress(done, total)
                 continue
-            if photo is None:
-                photo = load_photo(source)
             rng = np.random.default_rng([seed, index, shot])
             rgb, fit = _fit_to_sensor(photo, profile.size, rng)
             mosaic, params = unprocess(rgb, profile, rng, prnu=k)
@@ -482,6 +504,6 @@ def synthesize(
             )
             shots[target.name] = meta
             if progress:
-                progress(len(written), total)
+                progress(done, total)
     _write_sidecar(out, profile, shots)
     return written

@@ -14,6 +14,7 @@ from neuralimaging.acquisition.isp import GAMMAS
 from neuralimaging.acquisition.virtual_camera import CAMERAS, get_camera, synthesize
 from neuralimaging.cli._common import report_failures
 from neuralimaging.data.dataset import prepare
+from neuralimaging.data.photos import find_photos
 
 __all__ = ["register", "run_cameras", "run_prepare", "run_synth"]
 
@@ -70,6 +71,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def run_synth(args: argparse.Namespace) -> int:
     names = list(CAMERAS) if args.camera == "all" else [args.camera]
+    sources = find_photos(args.photos)
+    failures: dict[Path, str] = {}  # unreadable photos: reported, skipped, listed at the end (exit code 1)
     for name in names:
         if args.out is None:
             out = Path("data") / "raw" / name
@@ -83,16 +86,21 @@ def run_synth(args: argparse.Namespace) -> int:
                 bar.total = total
                 bar.update(done - bar.n)
 
+            def skip(photo: Path, reason: str) -> None:
+                if photo not in failures:
+                    tqdm.write(f"failed: {photo.name}: {reason}", file=sys.stderr)
+                failures[photo] = reason
+
             paths = synthesize(
-                args.photos, profile, out, shots_per_photo=args.shots, seed=args.seed, overwrite=args.overwrite,
-                progress=progress,
+                sources, profile, out, shots_per_photo=args.shots, seed=args.seed, overwrite=args.overwrite,
+                progress=progress, on_error=skip,
             )
         seconds = time.perf_counter() - start
         print(
             f"{name}: {len(paths)} DNG files of {profile.size[0]}x{profile.size[1]} "
             f"({len(paths) * profile.megapixels:.1f} MP) in {seconds:.1f} s -> {out}"
         )
-    return 0
+    return report_failures(list(failures.items()), len(sources), "photo")
 
 
 def run_prepare(args: argparse.Namespace) -> int:

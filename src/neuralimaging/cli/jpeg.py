@@ -15,6 +15,8 @@ from neuralimaging.device import resolve_device
 from neuralimaging.distribution.jpeg import ROUNDING_MODES, SUBSAMPLING_MODES, compare_with_libjpeg
 from neuralimaging.errors import InputError
 
+__all__ = ["register", "run"]
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser("jpeg", parents=[common], help="differentiable JPEG tools")

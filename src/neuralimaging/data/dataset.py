@@ -76,7 +76,14 @@ class Sample:
 
     def _stack(self) -> np.ndarray:
         if self._rggb is None:
-            self._rggb = np.load(self.rggb_path, mmap_mode="r")
+            try:
+                stack = np.load(self.rggb_path, mmap_mode="r")
+            except (OSError, ValueError) as error:
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise InputError(f"{self.rggb_path}: not a readable RGGB stack ({reason})") from error
+            if stack.ndim != 3 or stack.shape[0] != 4:
+                raise InputError(f"{self.rggb_path}: expected an RGGB stack (4, h, w), got {stack.shape}")
+            self._rggb = stack
         return self._rggb
 
     def _pixels(self) -> np.ndarray:
@@ -146,14 +153,21 @@ class Dataset:
                 meta_path = folder / "meta" / f"{name}.json"
                 if not meta_path.is_file():
                     raise InputError(f"{meta_path}: missing; the dataset is incomplete, rerun `data prepare`")
-                meta = json.loads(meta_path.read_text())
-                samples.append(Sample(name, folder / meta["rggb_file"], folder / meta["target_file"], meta))
+                try:
+                    meta = json.loads(meta_path.read_text())
+                    samples.append(Sample(name, folder / meta["rggb_file"], folder / meta["target_file"], meta))
+                except (ValueError, KeyError, TypeError) as error:
+                    reason = f"{meta_path}: corrupt sample metadata ({error!r}); rerun `data prepare`"
+                    raise InputError(reason) from error
             return samples
 
-        train, val = build(index["train"]), build(index["val"])
+        try:
+            train, val, camera = build(index["train"]), build(index["val"]), index["camera"]
+        except (KeyError, TypeError) as error:
+            raise InputError(f"{index_path}: corrupt dataset index (missing {error})") from error
         if not train:
             raise InputError(f"{folder}: dataset has no training images")
-        return cls(path=folder, camera=index["camera"], train=train, val=val, settings=index.get("settings", {}))
+        return cls(path=folder, camera=camera, train=train, val=val, settings=index.get("settings", {}))
 
 
 @dataclass

@@ -33,6 +33,14 @@ __all__ = ["DOWNSAMPLING_METHODS", "Channel", "downsample"]
 DOWNSAMPLING_METHODS = ("avg", "bilinear", "none")
 
 
+def _reduced_size(x: torch.Tensor, factor: int) -> tuple[int, int]:
+    """``(H // f, W // f)`` of ``(..., H, W)``; InputError when either is 0."""
+    h, w = x.shape[-2] // factor, x.shape[-1] // factor
+    if h < 1 or w < 1:
+        raise InputError(f"image of {x.shape[-2]}x{x.shape[-1]} is too small to down-sample by {factor}")
+    return h, w
+
+
 def downsample(x: torch.Tensor, factor: int = 2, method: str = "avg") -> torch.Tensor:
     """Down-sample ``(N, C, H, W)`` to ``(N, C, H//f, W//f)`` by an integer factor.
 
@@ -42,9 +50,7 @@ def downsample(x: torch.Tensor, factor: int = 2, method: str = "avg") -> torch.T
     _check_choice(method, DOWNSAMPLING_METHODS, "down-sampling method")
     if method == "none" or factor == 1:
         return x
-    h, w = x.shape[-2] // factor, x.shape[-1] // factor
-    if h < 1 or w < 1:
-        raise InputError(f"image of {x.shape[-2]}x{x.shape[-1]} is too small to down-sample by {factor}")
+    h, w = _reduced_size(x, factor)
     if method == "avg":
         return F.avg_pool2d(x, factor)
     x = x[..., : h * factor, : w * factor]
@@ -55,9 +61,7 @@ def _pillow_downsample(x: torch.Tensor, factor: int, method: str) -> torch.Tenso
     """Pillow's 8-bit resize of each image (box or bilinear) to ``(H//f, W//f)`` of the top-left crop."""
     if method == "none" or factor == 1:
         return x
-    h, w = x.shape[-2] // factor, x.shape[-1] // factor
-    if h < 1 or w < 1:
-        raise InputError(f"image of {x.shape[-2]}x{x.shape[-1]} is too small to down-sample by {factor}")
+    h, w = _reduced_size(x, factor)
     resample = Image.Resampling.BOX if method == "avg" else Image.Resampling.BILINEAR
     pixels = torch.floor(torch.clamp(x.detach(), 0, 1).cpu().double() * 255 + 0.5).to(torch.uint8)
     pixels = pixels[:, :, : h * factor, : w * factor].permute(0, 2, 3, 1).numpy()

@@ -330,6 +330,14 @@ def _number(text: str, token: str) -> float:
     return value
 
 
+def _split_range(text: str) -> tuple[str, str] | None:
+    """``"70-90"`` -> ``("70", "90")``; None for one number (``"-5"``, ``"1e-3"``: a leading sign or an exponent's)."""
+    for i in range(1, len(text)):
+        if text[i] == "-" and text[i - 1] not in "eE":
+            return text[:i], text[i + 1 :]
+    return None
+
+
 def parse(spec: str | Iterable[str], *, seed: int = 0) -> list[Manipulation]:
     """Manipulations from a specification like ``"native,sharpen:1,jpeg:70-90"``.
 
@@ -356,9 +364,9 @@ def parse(spec: str | Iterable[str], *, seed: int = 0) -> list[Manipulation]:
         strength: float | tuple[float, float] | None = None
         value = value.strip()
         if value:
-            low, sep, high = value.partition("-")
-            if sep and low:
-                strength = (_number(low, token), _number(high, token))
+            bounds = _split_range(value)
+            if bounds:
+                strength = (_number(bounds[0], token), _number(bounds[1], token))
             else:
                 strength = _number(value, token)
         elif ":" in token:
