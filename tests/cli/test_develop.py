@@ -46,6 +46,17 @@ def test_bad_files_are_listed_and_the_rest_developed(tmp_path: Path, dngs: list[
     assert "missing.nef" in captured.err
 
 
+def test_inputs_sharing_a_name_are_refused(tmp_path: Path, dngs: list[Path], capsys) -> None:
+    twin = tmp_path / "twin" / dngs[0].name
+    twin.parent.mkdir()
+    twin.write_bytes(dngs[0].read_bytes())
+    out = tmp_path / "out"
+    assert main(["develop", str(dngs[0]), str(twin), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neuralimaging develop: error:") and str(twin) in err and "same PNG" in err
+    assert not out.exists()
+
+
 def test_requires_out(dngs: list[Path]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["develop", str(dngs[0])])

@@ -10,6 +10,7 @@ import numpy as np
 
 from neuralimaging.acquisition.isp import GAMMAS, develop
 from neuralimaging.cli._common import report_failures, run_batch
+from neuralimaging.errors import InputError
 from neuralimaging.io import save_image
 
 __all__ = ["PIPELINES", "register", "run"]
@@ -80,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
     pipeline = PIPELINES[args.pipeline]
     if pipeline is _nip:
         _load_nip(args)  # a bad --model is a usage error (exit 2), not a per-file failure
+    by_stem: dict[str, Path] = {}
+    for path in args.files:  # one PNG per input, named after it: two inputs must not share a name stem
+        if path.stem in by_stem and by_stem[path.stem] != path:
+            raise InputError(f"{path}: would be written to the same PNG as {by_stem[path.stem]}; develop them apart")
+        by_stem[path.stem] = path
     args.out.mkdir(parents=True, exist_ok=True)
 
     def work(path: Path) -> None:

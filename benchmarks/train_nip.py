@@ -1,0 +1,124 @@
+"""NIP training speed (paper setting: batch 20, 64x64x4 RAW -> 128x128 RGB) and the quick preset's result.
+
+Run by hand (never in the test suite)::
+
+    .venv/bin/python benchmarks/train_nip.py speed [--nips inet,unet,dnet] [--threads 2] [--steps 5]
+    .venv/bin/python benchmarks/train_nip.py quick --data DATA_DIR [--nip inet] [--out DIR]
+
+``speed`` times full training steps (forward, L2 loss, backward, Adam) on random tensors, after warm-up, in
+contiguous (NCHW) and channels-last layouts, and prints the median seconds per step and iterations per
+second next to the authors' TensorFlow toolbox measured on the same 2-core CPU (0.022 / 0.46 / 1.37 s per
+step) and the paper's K80 figures; ``bf16`` rows use bfloat16 autocast for the forward pass (config
+``amp: bf16``), ``cl`` the channels-last layout. ``quick`` trains with the ``quick`` preset on a prepared dataset (default
+virtual-camera data: ``neuralimaging data synthesize`` + ``data prepare``, or ``--make-data`` to build it) and
+prints the validation PSNR/SSIM, steps and wall time. Both print the load average: the dev CPU is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from neuralimaging.acquisition import nip
+from neuralimaging.experiments.train_nip import nip_loss
+
+AUTHORS_TF_CPU_S = {"inet": 0.022, "unet": 0.46, "dnet": 1.37}
+PAPER_K80_ITS = {"inet": 8.80, "unet": 1.75, "dnet": 0.66}
+
+
+def time_steps(name: str, steps: int, channels_last: bool, amp: bool = False, batch: int = 20, patch: int = 64) -> list[float]:
+    torch.manual_seed(0)
+    model = nip.create(name)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x, y = torch.rand(batch, 4, patch, patch), torch.rand(batch, 3, 2 * patch, 2 * patch)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    times = []
+    for i in range(steps + 2):  # two warm-up steps
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = model(x)
+        nip_loss(out.float(), y).backward()
+        optimizer.step()
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def speed(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()}")
+    print(f"{'nip':<6}{'layout':<15}{'s/step':>9}{'it/s':>8}{'TF CPU s/step':>15}{'speed-up':>10}{'K80 it/s':>10}")
+    rows = []
+    for name in args.nips.split(","):
+        steps = args.steps * (4 if name == "inet" else 1)
+        for layout in ("contiguous", "channels_last", "bf16", "bf16+cl"):
+            median = statistics.median(time_steps(name, steps, layout.endswith("cl") or layout == "channels_last",
+                                                  amp=layout.startswith("bf16")))
+            tf = AUTHORS_TF_CPU_S[name]
+            rows.append({"nip": name, "layout": layout, "s_per_step": median, "it_per_s": 1 / median})
+            print(f"{name:<6}{layout:<15}{median:>9.3f}{1 / median:>8.2f}{tf:>15.3f}{tf / median:>9.2f}x"
+                  f"{PAPER_K80_ITS[name]:>10.2f}", flush=True)
+    print(f"load average after: {os.getloadavg()}")
+    if args.json:
+        print(json.dumps(rows))
+
+
+def quick(args: argparse.Namespace) -> None:
+    from neuralimaging.experiments.train_nip import train_nip
+
+    data = Path(args.data)
+    if args.make_data:
+        from neuralimaging.acquisition.virtual_camera import synthesize
+        from neuralimaging.data.dataset import prepare
+
+        synthesize("default", "nikon-d90", data.parent / "raw", seed=0)
+        prepare(data.parent / "raw", data)
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()
+    overrides = {"data": str(data), "preset": "quick"}
+    if args.nip:
+        overrides["nip"] = args.nip
+    if args.options:
+        overrides["nip_options"] = json.loads(args.options)
+    if args.lr:
+        overrides["lr"] = args.lr
+    summary = train_nip(overrides, Path(args.out), device="cpu", progress=True)
+    print(json.dumps({k: summary[k] for k in ("nip", "steps", "psnr", "ssim", "wall_time_s", "stopped")}))
+    print(f"load average before {load}, after {os.getloadavg()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("speed")
+    p.add_argument("--nips", default="inet,unet,dnet")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=speed)
+    q = sub.add_parser("quick")
+    q.add_argument("--data", required=True)
+    q.add_argument("--make-data", action="store_true", help="synthesize and prepare the default data first")
+    q.add_argument("--nip", help="override the preset's NIP")
+    q.add_argument("--options", help="nip_options as JSON, e.g. '{\"width\": 16, \"baseline\": \"inet\"}'")
+    q.add_argument("--lr", type=float, help="override the preset's learning rate (UNet row: 1e-3)")
+    q.add_argument("--out", default="runs/bench-quick")
+    q.add_argument("--threads", type=int, default=2)
+    q.set_defaults(func=quick)
+    args = parser.parse_args(argv)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""``neuralimaging train WHAT``: training commands, one sub-command per thing to train.
+
+``train nip`` pre-trains a neural imaging pipeline (:mod:`neuralimaging.experiments.train_nip`). Each
+sub-command is one ``_register_<what>(sub)`` function below that builds its parser with :func:`_leaf` (which
+adds ``--device``) and is called from :func:`register`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from neuralimaging.errors import InputError
+
+__all__ = ["register"]
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["lr=1e-3", "nip_options={width: 16}"]`` -> ``{"lr": 0.001, "nip_options": {"width": 16}}`` (YAML values)."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise InputError(f"--set {key}: cannot parse value {value!r} ({error.problem})") from None
+    return overrides
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "train", parents=[common], help="train models (train nip: pre-train a neural imaging pipeline)"
+    )
+    sub = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
+    _register_nip(sub)
+    _register_manipulation(sub)
+
+
+def _leaf(sub: argparse._SubParsersAction, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A ``train WHAT`` parser. It repeats ``--device`` without a default, so that both
+    ``train --device cpu WHAT`` and ``train WHAT --device cpu`` work (a sub-parser default would overwrite
+    the value given before WHAT)."""
+    from neuralimaging.device import DEVICE_CHOICES
+
+    parser = sub.add_parser(name, **kwargs)
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default=argparse.SUPPRESS,
+                        help="where to compute: auto (CUDA when present, else CPU), cpu or cuda (default: auto)")
+    return parser
+
+
+# -- train nip ------------------------------------------------------------------------------------------
+def _register_nip(sub: argparse._SubParsersAction) -> None:
+    parser = _leaf(
+        sub,
+        "nip",
+        help="pre-train a NIP (inet, unet, dnet) to reproduce the python ISP",
+        description="Pre-train a neural imaging pipeline on a prepared dataset. The run directory is "
+        "RUNS_DIR/NAME (default name: nip-<nip>-<preset>-<config hash>); --resume continues it.",
+    )
+    parser.add_argument("--data", required=True, type=Path, help="dataset folder made by `neuralimaging prepare`")
+    parser.add_argument("--nip", choices=("inet", "unet", "dnet"), help="which NIP (default: the preset's)")
+    parser.add_argument("--preset", choices=("quick", "paper"), default="quick",
+                        help="quick: minutes on a CPU; paper: the paper's protocol, for a GPU (default: quick)")
+    parser.add_argument("--out", type=Path, default=Path("runs"), help="folder of run directories (default: runs)")
+    parser.add_argument("--name", help="run directory name inside --out (default: derived from the config)")
+    parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    parser.add_argument("--lr", type=float, help="Adam learning rate")
+    parser.add_argument("--batch", type=int, help="patches per step")
+    parser.add_argument("--patch", type=int, help="RAW patch side (the RGB target is twice as large)")
+    parser.add_argument("--max-epochs", type=int, help="epoch cap")
+    parser.add_argument("--max-steps", type=int, help="stop after this many steps (checkpointed; resumable)")
+    parser.add_argument("--max-time", type=float, dest="max_time_s", help="wall-clock budget in seconds")
+    parser.add_argument("--seed", type=int, help="random seed (initialization and patch sampling)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", dest="overrides",
+                        help="any other config setting, value in YAML (repeatable), e.g. --set val_every=50")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(func=run_nip)
+
+
+def run_nip(args: argparse.Namespace) -> int:
+    from neuralimaging.experiments.rundir import config_hash
+    from neuralimaging.experiments.train_nip import make_config, train_nip
+
+    overrides = parse_overrides(args.overrides)
+    for key in ("nip", "lr", "batch", "patch", "max_epochs", "max_steps", "max_time_s", "seed"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    overrides["data"] = str(args.data)
+    if not args.data.is_dir():
+        raise InputError(f"{args.data}: dataset folder not found")
+    config = make_config(overrides, preset=args.preset)
+    name = args.name or f"nip-{config['nip']}-{config['preset']}-{config_hash({k: v for k, v in config.items() if k != 'max_steps'})[:8]}"
+    run_dir = args.out / name
+    summary = train_nip(config, run_dir, resume=args.resume, device=args.device, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"run: {run_dir}")
+    print(f"nip {summary['nip']} ({summary['preset']}): {summary['steps']} steps, {summary['epochs']} epochs, "
+          f"stopped: {summary['stopped']}")
+    print(f"validation PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.4f}, loss {summary['val_loss']:.3f}; "
+          f"{summary['wall_time_s']:.1f} s")
+    if summary["stopped"] == "max_steps":
+        print("stopped at --max-steps; continue with --resume")
+    return 0
+
+
+# -- train manipulation (helper E) ----------------------------------------------------------------------
+def _register_manipulation(sub: argparse._SubParsersAction) -> None:
+    parser = _leaf(
+        sub,
+        "manipulation",
+        help="train the FAN (F) or the FAN and the NIP jointly (F+N) to detect manipulations after the channel",
+        description="The paper's main experiment: RAW patches -> NIP -> manipulations -> channel -> FAN. "
+        "The run directory is RUNS_DIR/NAME (default name: manip-<f|fn>-<preset>-<config hash>); "
+        "--resume continues it (and returns a finished run's summary).",
+    )
+    parser.add_argument("--data", required=True, type=Path, help="dataset folder made by `neuralimaging data prepare`")
+    parser.add_argument("--nip-run", required=True, type=Path, help="run directory of a pre-trained NIP (train nip)")
+    parser.add_argument("--train", default="fan,nip", help="'fan' (F: NIP frozen) or 'fan,nip' (F+N) (default: fan,nip)")
+    parser.add_argument("--lambda-nip", type=float, dest="lambda_nip",
+                        help="weight of the NIP fidelity term, MSE on [0, 255] (default: the preset's)")
+    parser.add_argument("--manipulations", help="manipulation classes, native first (default: "
+                        "native,sharpen,gaussian,jpeg,resample)")
+    parser.add_argument("--channel", help="sharing channel, e.g. 'down:2,jpeg:50' (default) or 'none'")
+    parser.add_argument("--preset", choices=("quick", "paper"), default="quick",
+                        help="quick: minutes on a CPU; paper: the paper's protocol, for a GPU (default: quick)")
+    parser.add_argument("--out", type=Path, default=Path("runs"), help="folder of run directories (default: runs)")
+    parser.add_argument("--name", help="run directory name inside --out (default: derived from the config)")
+    parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    parser.add_argument("--seed", type=int, help="random seed (FAN initialization and patch sampling)")
+    parser.add_argument("--max-steps", type=int, help="stop after this many steps (checkpointed; resumable)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", dest="overrides",
+                        help="any other config setting, value in YAML (repeatable), e.g. --set epochs=400")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(func=run_manipulation)
+
+
+def run_manipulation(args: argparse.Namespace) -> int:
+    from neuralimaging.experiments.rundir import config_hash
+    from neuralimaging.experiments.train_manipulation import resolve_config, train_manipulation
+
+    config: dict[str, Any] = parse_overrides(args.overrides)
+    for key in ("train", "lambda_nip", "manipulations", "channel", "seed"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    config.update({"data": str(args.data), "nip_run": str(args.nip_run), "preset": args.preset})
+    if not args.data.is_dir():
+        raise InputError(f"{args.data}: dataset folder not found")
+    if not args.nip_run.is_dir():
+        raise InputError(f"{args.nip_run}: NIP run folder not found")
+    resolved = resolve_config(config)
+    mode = "fn" if resolved["train"] == "fan,nip" else "f"
+    run_dir = args.out / (args.name or f"manip-{mode}-{resolved['preset']}-{config_hash(resolved)[:8]}")
+    summary = train_manipulation(config, run_dir, resume=args.resume, device=args.device,
+                                 progress=not args.no_progress, max_steps=args.max_steps)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"run: {run_dir}")
+    if "stopped_at" in summary:
+        print(f"stopped at step {summary['stopped_at']} (--max-steps); continue with --resume")
+        return 0
+    label = "F+N" if summary["mode"] == "fan,nip" else "F"
+    print(f"{label}: accuracy {summary['accuracy']:.3f} +- {summary['accuracy_se']:.3f} on {summary['n_validation']} "
+          f"decisions after {summary['steps']} steps; NIP PSNR {summary['psnr_start']:.2f} -> {summary['psnr']:.2f} dB "
+          f"(SSIM {summary['ssim']:.4f}); {summary['wall_time_s']:.1f} s")
+    return 0

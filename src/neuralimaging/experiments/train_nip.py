@@ -1,0 +1,420 @@
+"""NIP pre-training: teach a neural imaging pipeline to reproduce the ``python`` ISP (paper section 3.2).
+
+Loss: L2 on the [0, 255] scale (mean squared error of ``255 * rgb``) against the python-ISP target, Adam
+(paper: lr 1e-4), batches of random patches (paper: 20 patches of 64x64 RAW -> 128x128 RGB) drawn with the
+paper's variance rule, validation PSNR/SSIM on patches fixed at the start, and the paper's stopping rule: the
+relative change of the mean validation loss over the last 5 validations below 1e-4 (DNet 1e-5), with an
+epoch cap (paper: 50,000).
+
+Everything lands in a run directory (:class:`~neuralimaging.experiments.rundir.RunDir`): ``config.yaml``,
+``metrics.jsonl`` (one line per validation), ``summary.json``, safetensors checkpoints (weights, optimizer
+and RNG states), ``figures/training.png`` and, when TensorBoard is installed, event logs in ``tensorboard/``.
+A killed run resumed with ``resume=True`` continues from its last checkpoint and reaches the same result.
+
+Example::
+
+    >>> from neuralimaging.experiments.train_nip import train_nip, load_nip
+    >>> summary = train_nip({"data": "data/d90", "nip": "inet", "preset": "quick"}, "runs/inet")  # doctest: +SKIP
+    >>> model = load_nip("runs/inet")                                                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from neuralimaging.acquisition import nip as nip_module
+from neuralimaging.device import resolve_device
+from neuralimaging.errors import InputError
+from neuralimaging.experiments.metrics import psnr_per_image, ssim_per_image
+from neuralimaging.experiments.rundir import RunDir, capture_rng_state, config_hash, restore_rng_state
+
+__all__ = ["PRESETS", "DEFAULTS", "make_config", "train_nip", "load_nip", "validate", "nip_loss", "stop_rule"]
+
+#: Settings every run has; a preset and then the user's overrides are merged over them.
+DEFAULTS: dict[str, Any] = {
+    "nip": "inet",
+    "nip_options": {},
+    "data": None,
+    "preset": "paper",
+    "seed": 0,
+    "batch": 20,
+    "patch": 64,  # RAW (RGGB-stack) patch side; the RGB target is twice as large
+    "lr": 1e-4,
+    "lr_schedule": "constant",  # or "cosine": decays from lr to lr_min over max_epochs
+    "lr_min": 0.0,
+    "steps_per_epoch": None,  # default: number of training images / batch, at least 1 (as the toolbox)
+    "max_epochs": 50_000,
+    "max_steps": None,  # stop (and checkpoint) after this many steps in this call: simulates a kill
+    "max_time_s": None,  # wall-clock budget; the run stops at the first validation past it
+    "val_every": 100,  # epochs between validations
+    "val_patches": 60,
+    "val_patch": None,  # default: patch
+    "stop_window": 5,
+    "stop_rel_change": None,  # default: 1e-4, DNet 1e-5 (paper)
+    "checkpoint_every": 1,  # validations between checkpoints
+    "init_color_matrix": True,  # INet: start from the camera's cam_to_srgb when the dataset records it
+    "amp": None,  # "bf16": bfloat16 autocast of the training forward pass (about 2x faster UNet/DNet steps on
+    #               CPUs with AVX512-BF16 / AMX; loss, weights and validation stay float32). Not in the paper.
+    "channels_last": False,  # channels-last memory layout (faster for DNet with amp on this CPU)
+}
+
+#: ``paper``: the paper's protocol (meant for a GPU); ``quick``: a usable NIP within minutes on a CPU: INet
+#: (meaningful start, ~30 ms per step on one core) with a 100x learning rate decayed by a cosine, 32x32 RAW
+#: patches, one batch per epoch, validation every 100 steps on 40 fixed 64x64 patches, at most 5 minutes.
+#: Measured on the default virtual Nikon D90 data: 25.3 dB at the start, 31.8 dB after 1,500 steps, 32.1 dB
+#: after 3,800 (see docs/benchmarks.md).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "quick": {
+        "nip": "inet",
+        "batch": 20,
+        "patch": 32,
+        "lr": 1e-2,
+        "lr_schedule": "cosine",
+        "lr_min": 1e-4,
+        "steps_per_epoch": 1,
+        "max_epochs": 3000,
+        "val_every": 100,
+        "val_patches": 40,
+        "val_patch": 64,
+        "stop_rel_change": 0.0,
+        "max_time_s": 300,
+    },
+}
+
+
+def make_config(overrides: Mapping[str, Any] | None = None, preset: str | None = None) -> dict[str, Any]:
+    """Merge :data:`DEFAULTS`, a preset and user overrides (``None`` values in overrides are ignored).
+
+    The preset is ``preset`` or ``overrides["preset"]`` (default ``"paper"``).
+    """
+    overrides = {k: v for k, v in dict(overrides or {}).items() if v is not None}
+    name = preset or overrides.get("preset") or "paper"
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; expected one of: {', '.join(PRESETS)}")
+    config = copy.deepcopy(DEFAULTS)
+    config.update(copy.deepcopy(PRESETS[name]))
+    config.update(copy.deepcopy(overrides))
+    config["preset"] = name
+    config["nip"] = str(config["nip"]).lower()
+    if config["nip"] not in nip_module.names():
+        raise InputError(f"unknown NIP {config['nip']!r}; expected one of: {', '.join(nip_module.names())}")
+    if config["stop_rel_change"] is None:
+        config["stop_rel_change"] = 1e-5 if config["nip"] == "dnet" else 1e-4
+    if config["val_patch"] is None:
+        config["val_patch"] = config["patch"]
+    if config["data"] is not None:
+        config["data"] = os.fspath(config["data"])
+    for key in ("batch", "patch", "max_epochs", "val_every", "val_patches", "stop_window"):
+        if int(config[key]) < 1:
+            raise InputError(f"config {key} must be a positive integer, got {config[key]!r}")
+    if config["amp"] not in (None, "bf16"):
+        raise InputError(f"amp must be null or 'bf16', got {config['amp']!r}")
+    if config["lr_schedule"] not in ("constant", "cosine"):
+        raise InputError(f"lr_schedule must be 'constant' or 'cosine', got {config['lr_schedule']!r}")
+    return config
+
+
+def nip_loss(rgb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L2 loss on the [0, 255] scale: ``mean((255 * (rgb - target)) ** 2)`` (paper section 3.2)."""
+    return ((rgb - target) * 255.0).square().mean()
+
+
+def stop_rule(losses: list[float], window: int, threshold: float) -> bool:
+    """The paper's stopping rule: the relative change of the mean validation loss over the last ``window``
+    validations is below ``threshold``. Compares the mean of the last ``window`` losses with the mean of the
+    ``window`` before them; needs ``2 * window`` validations. ``threshold <= 0`` never stops."""
+    if threshold <= 0 or len(losses) < 2 * window:
+        return False
+    recent = float(np.mean(losses[-window:]))
+    before = float(np.mean(losses[-2 * window : -window]))
+    return abs(before - recent) / max(abs(before), 1e-12) < threshold
+
+
+@torch.no_grad()
+def validate(model: nn.Module, rggb: torch.Tensor, target: torch.Tensor, batch: int = 20) -> dict[str, float]:
+    """Validation loss, PSNR (dB) and SSIM of ``model`` on fixed patches (evaluated in eval mode, in chunks)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    losses, psnrs, ssims = [], [], []
+    try:
+        for i in range(0, rggb.shape[0], batch):
+            x = rggb[i : i + batch].to(device)
+            y = target[i : i + batch].to(device)
+            out = model(x)
+            losses.append(float(nip_loss(out, y)) * x.shape[0])
+            psnrs.append(psnr_per_image(out.cpu(), y.cpu()))
+            ssims.append(ssim_per_image(out.cpu(), y.cpu()))
+    finally:
+        model.train(was_training)
+    p = torch.cat(psnrs)
+    return {
+        "val_loss": sum(losses) / rggb.shape[0],
+        "psnr": float(p[torch.isfinite(p)].mean()) if torch.isfinite(p).any() else float("inf"),
+        "ssim": float(torch.cat(ssims).mean()),
+    }
+
+
+def _build_model(config: Mapping[str, Any], cam_to_srgb: Any = None) -> nn.Module:
+    options = dict(config.get("nip_options") or {})
+    uses_inet = config["nip"] == "inet" or options.get("baseline") == "inet"
+    if uses_inet and cam_to_srgb is not None and config.get("init_color_matrix", True):
+        options.setdefault("cam_to_srgb", np.asarray(cam_to_srgb, dtype=np.float32).tolist())
+    return nip_module.create(config["nip"], **options)
+
+
+def _camera_matrix(dataset: Any) -> Any:
+    """The cam_to_srgb matrix recorded with the dataset's samples, if any."""
+    for sample in list(dataset.train) + list(dataset.val):
+        meta = getattr(sample, "meta", {}) or {}
+        for key in ("cam_to_srgb", "color_matrix"):
+            if key in meta:
+                matrix = np.asarray(meta[key], dtype=np.float32)
+                if matrix.shape == (3, 3):
+                    return matrix
+    return None
+
+
+def _lr_at(config: Mapping[str, Any], epoch: int) -> float:
+    if config["lr_schedule"] == "cosine":
+        t = min(1.0, epoch / max(1, int(config["max_epochs"])))
+        return float(config["lr_min"] + 0.5 * (config["lr"] - config["lr_min"]) * (1 + math.cos(math.pi * t)))
+    return float(config["lr"])
+
+
+def _tensorboard(path: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard not installed: event logs are optional
+        return None
+    return SummaryWriter(log_dir=str(path))
+
+
+def _plot_curve(run: RunDir) -> Path | None:
+    records = run.read_metrics()
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in records]
+    fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax_loss.semilogy(steps, [r["train_loss"] for r in records], label="train")
+    ax_loss.semilogy(steps, [r["val_loss"] for r in records], label="validation")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("L2 loss ([0, 255] scale)")
+    ax_loss.legend()
+    ax_psnr.plot(steps, [r["psnr"] for r in records], color="C2")
+    ax_psnr.set_xlabel("step")
+    ax_psnr.set_ylabel("validation PSNR [dB]")
+    config = run.read_config()
+    fig.suptitle(f"NIP pre-training: {config.get('nip')} ({config.get('preset')})")
+    fig.tight_layout()
+    path = run.figures / "training.png"
+    tmp = path.with_name(".training.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def train_nip(
+    config: Mapping[str, Any],
+    out_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Pre-train a NIP on a prepared dataset; returns the summary (also written to ``summary.json``).
+
+    Args:
+        config: settings merged over :data:`DEFAULTS` and the preset it names (see :func:`make_config`);
+            ``data`` (a folder made by ``neuralimaging.data.dataset.prepare``) is required.
+        out_dir: the run directory.
+        resume: continue from the run's last checkpoint (its stored config must match, except ``max_steps``).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        progress: show a progress bar (stderr) with the training loss and validation PSNR.
+
+    Returns:
+        ``nip``, ``steps``, ``epochs``, ``psnr``, ``ssim``, ``val_loss``, ``train_loss``, ``stopped``
+        (``converged``, ``max_epochs``, ``max_time`` or ``max_steps``), ``wall_time_s`` (this call),
+        ``total_time_s`` (all calls), ``parameters``, ``config_hash``, ``run_dir``.
+    """
+    from neuralimaging.data.dataset import Dataset
+    from neuralimaging.data.patches import sample_patches, validation_patches
+
+    config = make_config(config)
+    if config["data"] is None:
+        raise InputError("train_nip needs config['data']: a dataset folder made by `neuralimaging prepare`")
+    run = RunDir(out_dir)
+    dev = resolve_device(device)
+    started = time.perf_counter()
+
+    if resume and run.has_checkpoint():
+        stored = run.read_config()
+        ignore = {"max_steps"}
+        diff = sorted(k for k in set(stored) | set(config) if k not in ignore and stored.get(k) != config.get(k))
+        if diff:
+            raise InputError(f"{run.path}: cannot resume with a different config (changed: {', '.join(diff)})")
+    elif run.has_checkpoint() or run.summary_path.exists():
+        raise InputError(f"{run.path} already holds a run; pass resume=True (--resume) or choose another folder")
+    run.write_config(config)
+    chash = config_hash({k: v for k, v in config.items() if k != "max_steps"})
+
+    dataset = Dataset.load(config["data"])
+    if not dataset.train or not dataset.val:
+        raise InputError(f"{config['data']}: the dataset needs training and validation images")
+    torch.manual_seed(int(config["seed"]))
+    model = _build_model(config, _camera_matrix(dataset)).to(dev)
+    layout = torch.channels_last if config["channels_last"] else torch.contiguous_format
+    model = model.to(memory_format=layout)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=_lr_at(config, 0))
+    rng = np.random.default_rng(int(config["seed"]))
+    val_rggb, val_rgb = validation_patches(dataset.val, int(config["val_patches"]), int(config["val_patch"]), int(config["seed"]))
+
+    steps_per_epoch = int(config["steps_per_epoch"] or max(1, len(dataset.train) // int(config["batch"])))
+    step = epoch = 0
+    history: list[float] = []
+    elapsed_before = 0.0
+    last: dict[str, float] = {}
+    running: list[float] = []
+    if resume and run.has_checkpoint():
+        state = run.load_checkpoint({"nip": model}, {"nip": optimizer}, device=dev)
+        restore_rng_state(state, {"patches": rng})
+        step, epoch = int(state["step"]), int(state["epoch"])
+        history = [float(v) for v in state.get("history", [])]
+        elapsed_before = float(state.get("elapsed_s", 0.0))
+        last = dict(state.get("last", {}))
+        running = [float(v) for v in state.get("running", [])]
+        run.truncate_metrics("step", step)
+        if state.get("stopped") in ("converged", "max_epochs", "max_time") and run.summary_path.exists():
+            return run.read_summary()
+    else:
+        if run.metrics_path.exists():
+            run.metrics_path.unlink()
+        before = validate(model, val_rggb, val_rgb)
+        last = {"train_loss": float("nan"), **before}
+        run.append_metrics({"step": 0, "epoch": 0, "lr": _lr_at(config, 0), "time_s": 0.0, **last})
+
+    writer = _tensorboard(run.path / "tensorboard")
+    max_epochs = int(config["max_epochs"])
+    max_steps = config.get("max_steps")
+    max_time = config.get("max_time_s")
+    bar = tqdm(
+        total=max_epochs * steps_per_epoch, initial=step, desc=f"train {config['nip']}", unit="step",
+        disable=not progress, file=sys.stderr, dynamic_ncols=True,
+    )
+    stopped: str | None = None
+
+    def checkpoint() -> None:
+        run.save_checkpoint(
+            {"nip": model},
+            {"nip": optimizer},
+            {
+                "step": step,
+                "epoch": epoch,
+                "history": history,
+                "last": last,
+                "running": running,
+                "stopped": stopped,
+                "elapsed_s": elapsed_before + time.perf_counter() - started,
+                **capture_rng_state({"patches": rng}),
+            },
+        )
+
+    try:
+        while epoch < max_epochs:
+            if max_steps is not None and step >= int(max_steps):
+                stopped = "max_steps"
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(config, epoch)
+            for _ in range(steps_per_epoch):
+                x, y = sample_patches(dataset.train, int(config["batch"]), int(config["patch"]), rng)
+                x, y = x.to(dev, memory_format=layout), y.to(dev)
+                optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config["amp"] == "bf16"):
+                    out = model(x)
+                loss = nip_loss(out.float(), y)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                running.append(loss.item())
+                bar.update(1)
+            epoch += 1
+            if epoch % int(config["val_every"]) == 0 or epoch == max_epochs:
+                metrics = validate(model, val_rggb, val_rgb)
+                history.append(metrics["val_loss"])
+                elapsed = elapsed_before + time.perf_counter() - started
+                last = {"train_loss": float(np.mean(running)) if running else float("nan"), **metrics}
+                running = []
+                run.append_metrics({"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+                                    "time_s": round(elapsed, 3), **last})
+                bar.set_postfix(loss=f"{last['train_loss']:.2f}", psnr=f"{metrics['psnr']:.2f}")
+                if writer is not None:
+                    for key in ("train_loss", "val_loss", "psnr", "ssim"):
+                        writer.add_scalar(key, last[key], step)
+                if stop_rule(history, int(config["stop_window"]), float(config["stop_rel_change"])):
+                    stopped = "converged"
+                    break
+                if max_time is not None and time.perf_counter() - started + elapsed_before >= float(max_time):
+                    stopped = "max_time"
+                    break
+                if len(history) % int(config["checkpoint_every"]) == 0:
+                    checkpoint()
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    stopped = stopped or "max_epochs"
+    checkpoint()
+    wall = time.perf_counter() - started
+    summary = {
+        "nip": config["nip"],
+        "preset": config["preset"],
+        "steps": step,
+        "epochs": epoch,
+        "stopped": stopped,
+        "psnr": last.get("psnr"),
+        "ssim": last.get("ssim"),
+        "val_loss": last.get("val_loss"),
+        "train_loss": last.get("train_loss"),
+        "wall_time_s": round(wall, 3),
+        "total_time_s": round(elapsed_before + wall, 3),
+        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "config_hash": chash,
+        "device": str(dev),
+        "run_dir": str(run.path),
+    }
+    if stopped != "max_steps":
+        _plot_curve(run)
+        run.write_summary(summary)
+    return summary
+
+
+def load_nip(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
+    """The NIP trained in ``run_dir`` (newest checkpoint), in eval mode on ``device``."""
+    run = RunDir(run_dir)
+    config = run.read_config()
+    if "nip" not in config:
+        raise InputError(f"{run.path}: config.yaml names no NIP")
+    model = nip_module.create(config["nip"], **dict(config.get("nip_options") or {}))
+    model.load_state_dict(run.load_weights("nip"))
+    return model.to(resolve_device(device)).eval()

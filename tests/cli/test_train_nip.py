@@ -1,0 +1,102 @@
+"""``neuralimaging train nip``, ``develop --pipeline inet --model`` and ``compare-pipelines`` end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuralimaging.acquisition.nip import develop_raw
+from neuralimaging.acquisition.virtual_camera import synthesize
+from neuralimaging.cli import main
+from neuralimaging.data.dataset import prepare
+from neuralimaging.experiments.train_nip import load_nip
+from neuralimaging.io import load_image
+
+SMALL = ["--batch", "4", "--patch", "16", "--set", "max_epochs=8", "--set", "val_every=4",
+         "--set", "val_patches=4", "--set", "val_patch=16", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def raws(tmp_path_factory, photo_paths) -> list[Path]:
+    return synthesize(photo_paths[:5], "canon-5d2", tmp_path_factory.mktemp("raw"), shots_per_photo=1, seed=1,
+                      size=(80, 112))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, raws) -> Path:
+    out = tmp_path_factory.mktemp("data") / "prepared"
+    prepare(raws[0].parent, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data_dir) -> Path:
+    """Trained in two calls: killed at --max-steps 4, then --resume."""
+    runs = tmp_path_factory.mktemp("runs")
+    args = ["train", "nip", "--data", str(data_dir), "--nip", "inet", "--out", str(runs), "--name", "tiny", *SMALL]
+    assert main([*args, "--max-steps", "4"]) == 0
+    assert not (runs / "tiny" / "summary.json").exists()
+    assert main([*args, "--resume"]) == 0
+    return runs / "tiny"
+
+
+def test_train_nip_resumes_and_writes_a_run(run_dir, capsys):
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 8 and summary["nip"] == "inet" and summary["preset"] == "quick"
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "figures" / "training.png").is_file()
+
+
+def test_train_nip_prints_and_refuses_to_overwrite(tmp_path, data_dir, capsys):
+    args = ["train", "nip", "--data", str(data_dir), "--out", str(tmp_path), *SMALL, "--set", "max_epochs=4"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "validation PSNR" in out and f"run: {tmp_path}" in out
+    assert main(args) == 2
+    assert "already holds a run; pass resume=True (--resume)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--set", "lr"], "--set expects KEY=VALUE"), (["--set", "batch=0"], "must be a positive integer")],
+)
+def test_train_nip_bad_settings(tmp_path, data_dir, capsys, extra, message):
+    assert main(["train", "nip", "--data", str(data_dir), "--out", str(tmp_path), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_nip_missing_data(tmp_path, capsys):
+    assert main(["train", "nip", "--data", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    assert "dataset folder not found" in capsys.readouterr().err
+
+
+def test_develop_with_a_nip(tmp_path, raws, run_dir):
+    code = main(["develop", "--pipeline", "inet", "--model", str(run_dir), "--tile", "24", str(raws[0]),
+                 "--out", str(tmp_path)])
+    assert code == 0
+    png = load_image(tmp_path / f"{raws[0].stem}.png")
+    expected = develop_raw(load_nip(run_dir), raws[0], tile=1000)  # one tile
+    assert png.shape == expected.shape == (3, 80, 112)
+    assert np.abs(png - expected).max() <= 0.5 / 255 + 1e-5
+
+
+def test_develop_nip_needs_a_matching_model(tmp_path, raws, run_dir, capsys):
+    assert main(["develop", "--pipeline", "dnet", "--model", str(run_dir), str(raws[0]), "--out", str(tmp_path)]) == 2
+    assert "not dnet" in capsys.readouterr().err
+    assert main(["develop", "--pipeline", "unet", str(raws[0]), "--out", str(tmp_path)]) == 2
+    assert "needs --model" in capsys.readouterr().err
+
+
+def test_compare_pipelines(raws, run_dir, capsys):
+    assert main(["compare-pipelines", *map(str, raws[:2]), "--model", str(run_dir), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [r["pipeline"] for r in result["mean"]] == ["python", "libraw", "inet (tiny)"]
+    assert len(result["files"]) == 6
+    means = {r["pipeline"]: r for r in result["mean"]}
+    assert means["python"]["psnr"] > 40  # same ISP on the full mosaic: differs only at the crop border
+    assert 10 < means["inet (tiny)"]["psnr"] < means["python"]["psnr"]
+    assert main(["compare-pipelines", str(raws[0]), "--pipelines", "none", "--model", str(run_dir)]) == 0
+    assert "inet (tiny)" in capsys.readouterr().out
+    assert main(["compare-pipelines", str(raws[0]), "--pipelines", "darktable"]) == 2
