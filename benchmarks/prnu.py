@@ -1,0 +1,150 @@
+"""PRNU benchmark: speed of residual extraction and fingerprint estimation, and fingerprint quality.
+
+Speed (1-Mpx images, 1024x1024 RGB, float32 in [0, 1]):
+- residual extraction (:func:`noise_residual`, the full matching residual) in images/s, grey and per-channel;
+- fingerprint estimation from 30 images (the issue's target: <= 2.5 s on the 2-core dev CPU), best and
+  median over repeats, grey and per-channel.
+
+Quality (correlation of the estimated with the true K):
+- synthetic RGB camera ``clip(X (1 + K) + N(0, 0.01^2))``, K ~ N(0, 0.01^2), X random crops of the bundled
+  photos enlarged to 1024x1024 (the setting of the prnu-python figure in the peer facts), next to the
+  oracle that knows the clean X (``W = Y - X``: the best any denoiser can do on these images);
+- virtual-camera DNGs (:mod:`neuralimaging.acquisition.virtual_camera`, nikon-d90 at 1024x1024) developed
+  with the python ISP: PRNU on the Bayer mosaic, demosaiced, gamma; compared with the true K and with K as
+  the ISP passes it on (a flat grey mosaic developed with and without ``1 + K``); plus PCE against 10 other
+  shots of the camera and 10 shots of another camera.
+
+    python benchmarks/prnu.py                 # everything (about 2 minutes on the dev CPU)
+    python benchmarks/prnu.py --skip-virtual  # speed and the synthetic camera only
+    python benchmarks/prnu.py --skip-speed    # quality only
+    python benchmarks/prnu.py --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from neuralimaging.data.photos import bundled_photos, load_photo
+from neuralimaging.forensics import prnu
+
+SIZE = 1024
+
+
+def _timed(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _load() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def speed(shots: list[np.ndarray], repeats: int) -> dict:
+    out: dict = {"load_before": _load()}
+    for color in ("gray", "rgb"):
+        few = shots[:5]
+        times = _timed(lambda: [prnu.noise_residual(s, color=color) for s in few], repeats)  # noqa: B023
+        out[f"residual_{color}_images_per_s"] = {"best": len(few) / min(times), "median": len(few) / statistics.median(times)}
+        times = _timed(lambda: prnu.fingerprint(shots, color=color), repeats)  # noqa: B023
+        out[f"fingerprint30_{color}_s"] = {"best": min(times), "median": statistics.median(times)}
+        out[f"fingerprint_{color}_images_per_s"] = {"best": len(shots) / min(times), "median": len(shots) / statistics.median(times)}
+    for color in ("gray", "rgb"):  # CPU seconds on one thread: less sensitive to other processes' load
+        cpu = []
+        for _ in range(repeats):
+            start = time.process_time()
+            prnu.fingerprint(shots, color=color, workers=1)
+            cpu.append(time.process_time() - start)
+        out[f"fingerprint30_{color}_cpu_s_one_thread"] = {"best": min(cpu), "median": statistics.median(cpu)}
+    out["load_after"] = _load()
+    return out
+
+
+def synthetic(photos: list[np.ndarray], k: np.ndarray, shots: list[np.ndarray]) -> dict:
+    clean = prnu.synthetic_shots(photos, np.zeros_like(k), len(shots), noise=0.0, seed=3)  # same crops, no K
+    gray = [prnu.to_gray(s) for s in shots]
+    gray_clean = [prnu.to_gray(c) for c in clean]
+    oracle = sum((y - x) * y for y, x in zip(gray, gray_clean, strict=True)) / sum(y * y for y in gray)
+    out = {"oracle": prnu.ncc(prnu.wiener_dft(prnu.zero_mean(oracle)), k)}
+    for sigma in (3.0, 5.0):
+        for color in ("gray", "rgb"):
+            out[f"sigma{sigma:g}_{color}"] = prnu.ncc(prnu.fingerprint(shots, sigma=sigma, color=color), k)
+    return out
+
+
+def virtual(n_fingerprint: int = 30) -> dict:
+    from neuralimaging.acquisition.isp import develop, develop_mosaic
+    from neuralimaging.acquisition.virtual_camera import CAMERAS, synthesize
+
+    size = (SIZE, SIZE)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        paths = synthesize("default", "nikon-d90", Path(tmp) / "a", shots_per_photo=5, seed=0, size=size)
+        others = synthesize("default", "canon-5d2", Path(tmp) / "b", shots_per_photo=2, seed=1, size=size)[:10]
+        order = np.random.default_rng(0).permutation(len(paths))
+        images = [develop(paths[i], "python") for i in order[: n_fingerprint + 10]]
+        other_images = [develop(p, "python") for p in others]
+        prepare = time.perf_counter() - start
+    camera = CAMERAS["nikon-d90"].with_size(size)
+    truth = camera.prnu()
+    # K as the python ISP passes it on: develop a flat grey mosaic with and without the PRNU (the ceiling for
+    # any estimator working on developed images, since demosaicing mixes K of neighbouring sites)
+    flat = np.full(size, 0.2, dtype=np.float32)
+    with_k = prnu.to_gray(develop_mosaic(flat * (1 + truth), camera.cfa, camera.cam_to_srgb))
+    without = prnu.to_gray(develop_mosaic(flat, camera.cfa, camera.cam_to_srgb))
+    developed_k = with_k / without - 1
+    start = time.perf_counter()
+    k = prnu.fingerprint(images[:n_fingerprint])
+    seconds = time.perf_counter() - start
+    same = [prnu.match(k, im).pce for im in images[n_fingerprint:]]
+    other = [prnu.match(k, im).pce for im in other_images]
+    return {
+        "fingerprint_images": n_fingerprint,
+        "fingerprint_s": seconds,
+        "correlation_with_true_k": prnu.ncc(k, truth),
+        "correlation_with_developed_k": prnu.ncc(k, developed_k),
+        "developed_k_vs_true_k": prnu.ncc(developed_k, truth),
+        "correlation_with_other_camera_k": prnu.ncc(k, CAMERAS["canon-5d2"].with_size(size).prnu()),
+        "pce_same_camera": {"min": min(same), "median": float(np.median(same)), "max": max(same)},
+        "pce_other_camera": {"min": min(other), "median": float(np.median(other)), "max": max(other)},
+        "prepare_s": prepare,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-virtual", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    photos = [load_photo(p) for p in bundled_photos()]
+    k = np.random.default_rng(1).normal(0, 0.01, (SIZE, SIZE)).astype(np.float32)
+    shots = prnu.synthetic_shots(photos, k, 30, seed=3)
+    results: dict = {"cpu_threads": len(os.sched_getaffinity(0))}
+    if not args.skip_speed:
+        results["speed"] = speed(shots, args.repeats)
+        print(json.dumps(results, indent=1), flush=True)
+    results["synthetic_camera_correlation"] = synthetic(photos, k, shots)
+    print(json.dumps(results["synthetic_camera_correlation"], indent=1), flush=True)
+    if not args.skip_virtual:
+        results["virtual_camera"] = virtual()
+        print(json.dumps(results["virtual_camera"], indent=1), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,600 @@
+"""PRNU sensor fingerprints: noise residuals, maximum-likelihood fingerprints, NCC and PCE matching.
+
+The standard Lukas-Fridrich-Goljan pipeline (Lukas, Fridrich & Goljan, "Digital camera identification from
+sensor pattern noise", IEEE TIFS 2006; Chen, Fridrich, Goljan & Lukas, "Determining image origin and
+integrity using sensor noise", IEEE TIFS 2008), as used by Korus & Memon (section 3.3):
+
+- noise residual ``W = I - F(I)`` with the wavelet denoiser ``F`` of Mihcak, Kozintsev & Ramchandran (1999):
+  4-level db4 decomposition (PyWavelets), every detail coefficient shrunk by a local Wiener filter whose
+  signal variance is the minimum of the local estimates over 3x3, 5x5, 7x7 and 9x9 windows;
+- the fingerprint as the maximum-likelihood estimate ``K = sum(W_i I_i) / sum(I_i^2)`` over saturated-free
+  pixels (the same mask in the numerator and the denominator), then zero-mean rows and columns (on each of
+  the four 2x2 lattice positions) and Wiener filtering in the DFT domain to remove periodic artifacts;
+- matching by normalized cross-correlation and by the peak-to-correlation energy (PCE), with the peak's
+  neighbourhood excluded as a square centred on the peak that wraps around the image edges.
+
+Images are float arrays in [0, 1]: one image is ``(3, H, W)`` RGB or ``(H, W)`` grey, a batch is
+``(N, 3, H, W)`` / ``(N, 1, H, W)`` or a sequence of single images (numpy arrays or torch tensors). The
+denoiser's ``sigma`` is given in 8-bit units (5 means 5/255), as in the reference toolboxes. No function
+modifies its inputs.
+
+Example:
+    >>> K = fingerprint(flat_field_images)               # (H, W) float32
+    >>> match(K, image).pce > 60                          # same camera?
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pywt
+import scipy.fft
+import torch
+from tqdm import tqdm
+
+from neuralimaging.errors import InputError
+
+__all__ = [
+    "GRAY_WEIGHTS",
+    "PCE_THRESHOLD",
+    "MatchResult",
+    "PCEResult",
+    "crosscorr",
+    "fingerprint",
+    "load_image",
+    "match",
+    "ncc",
+    "noise_residual",
+    "noise_residuals",
+    "pce",
+    "synthetic_shots",
+    "to_gray",
+    "wavelet_residual",
+    "wiener_dft",
+    "zero_mean",
+]
+
+GRAY_WEIGHTS = (0.29893602, 0.58704307, 0.11402090)
+"""RGB to grey weights (ITU-R BT.601, as in the Goljan toolbox's ``rgb2gray1``)."""
+
+PCE_THRESHOLD = 60.0
+"""The usual decision threshold on PCE for camera identification (Goljan et al. 2009)."""
+
+_WINDOWS = (3, 5, 7, 9)
+Color = Literal["gray", "rgb"]
+ImageLike = np.ndarray | torch.Tensor
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _to_numpy(image: ImageLike) -> np.ndarray:
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"expected a numpy array or torch tensor image, got {type(image).__name__}")
+    return image
+
+
+def _check_image(image: ImageLike, what: str = "image") -> np.ndarray:
+    """A single image as float32 ``(C, H, W)`` with C in {1, 3}, values checked to lie in [0, 1]."""
+    array = _to_numpy(image)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or array.shape[0] not in (1, 3):
+        raise InputError(f"{what}: expected shape (3, H, W), (1, H, W) or (H, W), got {tuple(array.shape)}")
+    if array.shape[1] < 16 or array.shape[2] < 16:
+        raise InputError(f"{what}: expected at least 16x16 pixels, got {array.shape[1]}x{array.shape[2]}")
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) / 255.0
+    elif array.dtype == np.uint16:
+        array = array.astype(np.float32) / 65535.0
+    else:
+        array = np.asarray(array, dtype=np.float32)
+        low, high = float(array.min()), float(array.max())
+        if not (low >= -1e-3 and high <= 1.0 + 1e-3):  # also false for NaN
+            raise InputError(f"{what}: expected finite values in [0, 1], got [{low:.3g}, {high:.3g}]")
+    return array
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image file as float32 ``(3, H, W)`` in [0, 1] (16-bit PNG/TIFF keep their precision)."""
+    try:
+        from neuralimaging.io import load_image as _load  # helper A's reader (16-bit aware)
+    except ImportError:  # pragma: no cover - before neuralimaging.io exists
+        from neuralimaging.data.photos import load_photo
+
+        return load_photo(path).transpose(2, 0, 1).astype(np.float32) / 255.0
+    return np.asarray(_load(path), dtype=np.float32)
+
+
+def _iter_images(images: Iterable[ImageLike | str | Path] | ImageLike) -> Iterator[np.ndarray]:
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        array = _to_numpy(images)
+        if array.ndim != 4:
+            raise InputError(f"expected a batch of shape (N, C, H, W) or a sequence of images, got {array.shape}")
+        yield from array
+        return
+    for item in images:
+        yield load_image(item) if isinstance(item, (str, Path)) else item
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """Luminance of ``(..., 3, H, W)`` RGB (BT.601 weights); ``(..., 1, H, W)`` is squeezed. Returns ``(..., H, W)``."""
+    if image.shape[-3] == 1:
+        return image[..., 0, :, :]
+    r, g, b = GRAY_WEIGHTS
+    return (r * image[..., 0, :, :] + g * image[..., 1, :, :] + b * image[..., 2, :, :]).astype(np.float32)
+
+
+def _box_min_mean(energy: np.ndarray, windows: Sequence[int]) -> np.ndarray:
+    """Minimum over ``windows`` of the zero-padded local means of ``energy (..., h, w)``.
+
+    Each square box sum is built from running sums of shifted slices (two adds per radius horizontally,
+    ``w`` adds vertically): about 2.7x less CPU than four ``scipy.ndimage.uniform_filter`` calls.
+    """
+    radii = sorted(w // 2 for w in windows)
+    big = radii[-1]
+    h, w = energy.shape[-2:]
+    padded = np.zeros(energy.shape[:-2] + (h + 2 * big, w + 2 * big), dtype=np.float32)
+    padded[..., big : big + h, big : big + w] = energy
+    rows = padded[..., :, big : big + w].copy()  # horizontal running sum, radius 0
+    result: np.ndarray | None = None
+    current = 0
+    for radius in radii:
+        while current < radius:
+            current += 1
+            rows += padded[..., :, big - current : big - current + w]
+            rows += padded[..., :, big + current : big + current + w]
+        box = rows[..., big - radius : big - radius + h, :].copy()
+        for dy in range(-radius + 1, radius + 1):
+            box += rows[..., big + dy : big + dy + h, :]
+        box *= 1.0 / (2 * radius + 1) ** 2
+        result = box if result is None else np.minimum(result, box, out=result)
+    assert result is not None
+    return result
+
+
+def _wiener_noise(coefficients: np.ndarray, noise_var: float, windows: Sequence[int] = _WINDOWS) -> np.ndarray:
+    """The noise part ``c * s^2 / (v + s^2)`` of coefficients, ``v`` the local signal variance (Mihcak et al.)."""
+    local = _box_min_mean(coefficients * coefficients, windows)
+    # max(mean - s^2, 0) is monotone in the mean, so the minimum over windows commutes with it.
+    np.subtract(local, noise_var, out=local)
+    np.maximum(local, 0.0, out=local)
+    local += noise_var
+    np.divide(noise_var, local, out=local)
+    local *= coefficients
+    return local
+
+
+def _wavelet_residual_chunk(stack: np.ndarray, noise_var: float, levels: int, wavelet: str) -> np.ndarray:
+    h, w = stack.shape[-2:]
+    step = 2**levels
+    pad_h, pad_w = (-h) % step, (-w) % step
+    if pad_h or pad_w:
+        stack = np.pad(stack, ((0, 0), (0, pad_h), (0, pad_w)), mode="symmetric")
+    coeffs = pywt.wavedec2(stack, wavelet, mode="periodization", level=levels, axes=(-2, -1))
+    out: list = [np.zeros_like(coeffs[0])]
+    for bands in coeffs[1:]:
+        out.append(tuple(_wiener_noise(band, noise_var) for band in bands))
+    residual = pywt.waverec2(out, wavelet, mode="periodization", axes=(-2, -1))
+    return np.ascontiguousarray(residual[:, :h, :w], dtype=np.float32)
+
+
+def _default_workers() -> int:
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+# ------------------------------------------------------------------------------------------ residuals
+
+
+def wavelet_residual(
+    stack: np.ndarray,
+    *,
+    sigma: float = 5.0,
+    levels: int = 4,
+    wavelet: str = "db4",
+    workers: int | None = None,
+) -> np.ndarray:
+    """Noise residual ``I - F(I)`` of grey planes with the Mihcak wavelet denoiser.
+
+    Args:
+        stack: ``(B, H, W)`` or ``(H, W)`` float planes in [0, 1] (not modified).
+        sigma: standard deviation of the noise assumed by the denoiser, in 8-bit units (5 = 5/255).
+        levels: decomposition levels (4 in the reference toolboxes).
+        wavelet: PyWavelets wavelet name (db4).
+        workers: threads working on slices of the stack (default: the usable cores, at most 4).
+
+    Returns:
+        float32 array shaped like ``stack``: the residual, approximation band set to zero.
+    """
+    array = np.asarray(stack, dtype=np.float32)
+    single = array.ndim == 2
+    if single:
+        array = array[None]
+    if array.ndim != 3:
+        raise InputError(f"wavelet_residual: expected (B, H, W) or (H, W) planes, got shape {array.shape}")
+    if sigma <= 0:
+        raise InputError(f"wavelet_residual: sigma must be positive, got {sigma}")
+    noise_var = float((sigma / 255.0) ** 2)
+    workers = workers or _default_workers()
+    if workers <= 1 or len(array) == 1:
+        result = _wavelet_residual_chunk(array, noise_var, levels, wavelet)
+    else:
+        chunks = np.array_split(array, min(workers, len(array)))
+        with ThreadPoolExecutor(len(chunks)) as pool:
+            parts = list(pool.map(lambda c: _wavelet_residual_chunk(c, noise_var, levels, wavelet), chunks))
+        result = np.concatenate(parts)
+    return result[0] if single else result
+
+
+def zero_mean(x: np.ndarray, *, lattice: bool = True) -> np.ndarray:
+    """Remove the mean of every row and column of ``(..., H, W)`` (a new array).
+
+    With ``lattice=True`` this is done separately on each of the four 2x2 lattice positions, which removes
+    the row/column patterns left by the colour filter array and by column-wise read-out (Goljan toolbox's
+    ``ZeroMeanTotal``).
+    """
+    out = np.array(x, dtype=np.float32, copy=True)
+    views = [out[..., i::2, j::2] for i in (0, 1) for j in (0, 1)] if lattice else [out]
+    for view in views:
+        view -= view.mean(axis=(-2, -1), keepdims=True)
+        view -= view.mean(axis=-1, keepdims=True)
+        view -= view.mean(axis=-2, keepdims=True)
+    return out
+
+
+def wiener_dft(x: np.ndarray, sigma: float | None = None) -> np.ndarray:
+    """Suppress periodic components of ``(..., H, W)`` by Wiener filtering its DFT magnitude.
+
+    The magnitude spectrum (scaled by ``1/sqrt(HW)``) is treated as a signal whose flat, noise-like part of
+    variance ``sigma^2`` is kept and whose local peaks are removed; the phase is kept. ``sigma`` defaults to
+    the standard deviation of ``x`` (per plane). Returns a new float32 array.
+    """
+    array = np.asarray(x, dtype=np.float32)
+    h, w = array.shape[-2:]
+    spectrum = scipy.fft.fft2(array, axes=(-2, -1), workers=-1)
+    magnitude = np.abs(spectrum).astype(np.float32) / np.float32(math.sqrt(h * w))
+    if sigma is None:
+        std = array.reshape(array.shape[:-2] + (-1,)).std(axis=-1)
+    else:
+        std = np.full(array.shape[:-2], sigma, dtype=np.float32)
+    flat = magnitude.reshape((-1, h, w))
+    filtered = np.empty_like(flat)
+    for index, (plane, s) in enumerate(zip(flat, np.reshape(std, -1), strict=True)):
+        filtered[index] = _wiener_noise(plane[None], float(s) ** 2 + 1e-30)[0]
+    filtered = filtered.reshape(magnitude.shape)
+    ratio = np.divide(filtered, magnitude, out=np.zeros_like(magnitude), where=magnitude > 0)
+    return scipy.fft.ifft2(spectrum * ratio, axes=(-2, -1), workers=-1).real.astype(np.float32)
+
+
+def _residual_planes(image: np.ndarray, sigma: float, color: Color, workers: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(intensity I (C', H, W), wavelet residual W (C', H, W)) for one checked image; C' = 1 for grey."""
+    planes = to_gray(image)[None] if color == "gray" else image
+    return planes, wavelet_residual(planes, sigma=sigma, workers=workers)
+
+
+def _check_color(color: str) -> None:
+    if color not in ("gray", "rgb"):
+        raise InputError(f"color must be 'gray' or 'rgb', got {color!r}")
+
+
+def noise_residual(
+    image: ImageLike,
+    *,
+    sigma: float = 5.0,
+    color: Color = "gray",
+    workers: int | None = None,
+) -> np.ndarray:
+    """The full PRNU noise residual of one image, ready for matching.
+
+    Wavelet residual (of the luminance for ``color="gray"``, of each channel then combined for ``"rgb"``, as
+    in the Goljan toolbox), zero-mean rows/columns on the 2x2 lattice, Wiener filtering in the DFT domain.
+
+    Args:
+        image: ``(3, H, W)``, ``(1, H, W)`` or ``(H, W)`` in [0, 1].
+        sigma: denoiser noise level in 8-bit units.
+        color: ``"gray"`` (denoise the luminance; fast) or ``"rgb"`` (denoise each channel).
+        workers: threads for the wavelet step.
+
+    Returns:
+        float32 ``(H, W)``.
+    """
+    _check_color(color)
+    checked = _check_image(image)
+    _, residual = _residual_planes(checked, sigma, color, workers)
+    residual = to_gray(residual) if residual.shape[0] == 3 else residual[0]
+    return wiener_dft(zero_mean(residual))
+
+
+def noise_residuals(
+    images: Iterable[ImageLike | str | Path] | ImageLike,
+    *,
+    sigma: float = 5.0,
+    color: Color = "gray",
+    workers: int | None = None,
+    progress: bool = False,
+) -> list[np.ndarray]:
+    """:func:`noise_residual` of every image (arrays, tensors or file paths); a progress bar when asked."""
+    items = list(_iter_images(images))
+    bar = tqdm(items, desc="residuals", unit="img", disable=not progress, file=sys.stderr)
+    return [noise_residual(item, sigma=sigma, color=color, workers=workers) for item in bar]
+
+
+# ---------------------------------------------------------------------------------------- fingerprint
+
+
+def fingerprint(
+    images: Iterable[ImageLike | str | Path] | ImageLike,
+    *,
+    sigma: float = 5.0,
+    color: Color = "gray",
+    saturation: float | None = 254.0 / 255.0,
+    min_images: int = 2,
+    batch_size: int = 8,
+    workers: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Maximum-likelihood PRNU fingerprint ``K = sum(W_i I_i) / sum(I_i^2)`` of one camera.
+
+    Chen, Fridrich, Goljan & Lukas (2008), eq. 3. Pixels at or above ``saturation`` in any channel are left
+    out of both sums (the reference MATLAB toolbox does the same; prnu-python masks only the denominator).
+    The estimate is then made zero-mean (rows/columns per 2x2 lattice position) and Wiener-filtered in the
+    DFT domain. Images are read in batches, so any number of them fits in memory.
+
+    Args:
+        images: sequence of ``(3, H, W)`` / ``(H, W)`` images in [0, 1] (arrays, tensors or file paths) or
+            a ``(N, C, H, W)`` batch; all of one size.
+        sigma: denoiser noise level in 8-bit units.
+        color: ``"gray"`` estimates K from the luminance (fast); ``"rgb"`` per channel, then combined.
+        saturation: intensity at which a pixel counts as saturated; None keeps every pixel.
+        min_images: fewer images than this is an error.
+        batch_size: images denoised together.
+        workers: threads for the wavelet step.
+        progress: show a progress bar (stderr).
+
+    Returns:
+        float32 ``(H, W)``: the fingerprint K.
+
+    Raises:
+        InputError: too few images, images of different sizes, values outside [0, 1].
+    """
+    _check_color(color)
+    numerator: np.ndarray | None = None
+    denominator: np.ndarray | None = None
+    shape: tuple[int, ...] | None = None
+    count = 0
+    batch: list[tuple[np.ndarray, np.ndarray | None]] = []
+    bar = tqdm(desc="fingerprint", unit="img", disable=not progress, file=sys.stderr)
+
+    def flush() -> None:
+        nonlocal numerator, denominator
+        planes = np.stack([p for p, _ in batch])  # (B, C', H, W), C' = 1 (grey) or 3
+        residual = wavelet_residual(planes.reshape((-1,) + planes.shape[-2:]), sigma=sigma, workers=workers)
+        residual = residual.reshape(planes.shape)
+        if saturation is not None:
+            planes *= np.stack([k for _, k in batch])
+        residual *= planes
+        num = residual.sum(axis=0, dtype=np.float64)
+        np.square(planes, out=planes)
+        den = planes.sum(axis=0, dtype=np.float64)
+        numerator = num if numerator is None else numerator + num
+        denominator = den if denominator is None else denominator + den
+        bar.update(len(batch))
+        batch.clear()
+
+    for index, item in enumerate(_iter_images(images)):
+        image = _check_image(item, f"image {index}")
+        if color == "rgb" and image.shape[0] != 3:
+            raise InputError(f"image {index}: color='rgb' needs (3, H, W) images, got {image.shape}")
+        if shape is None:
+            shape = image.shape
+        elif image.shape != shape:
+            raise InputError(
+                f"image {index}: size {image.shape[-2]}x{image.shape[-1]} differs from the first image's "
+                f"{shape[-2]}x{shape[-1]}; crop all images to one size"
+            )
+        planes = to_gray(image)[None] if color == "gray" else image
+        keep = None if saturation is None else (image.max(axis=0, keepdims=True) < saturation)
+        batch.append((planes, keep))
+        count += 1
+        if len(batch) >= batch_size:
+            flush()
+    if count < min_images:
+        bar.close()
+        raise InputError(f"a fingerprint needs at least {min_images} images, got {count}")
+    if batch:
+        flush()
+    bar.close()
+    assert numerator is not None and denominator is not None
+    k = (numerator / (denominator + 1e-12)).astype(np.float32)
+    k = to_gray(k) if k.shape[0] == 3 else k[0]
+    k = zero_mean(k)
+    return wiener_dft(k)
+
+
+# ------------------------------------------------------------------------------------------- matching
+
+
+def _check_pair(a: np.ndarray, b: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(_to_numpy(a), dtype=np.float32), np.asarray(_to_numpy(b), dtype=np.float32)
+    if a.ndim != 2 or b.ndim != 2:
+        raise InputError(f"{what}: expected two (H, W) arrays, got {a.shape} and {b.shape}")
+    if a.shape != b.shape:
+        raise InputError(f"{what}: sizes differ, {a.shape[0]}x{a.shape[1]} vs {b.shape[0]}x{b.shape[1]}")
+    return a, b
+
+
+def ncc(a: ImageLike, b: ImageLike) -> float:
+    """Normalized cross-correlation (Pearson correlation at zero shift) of two ``(H, W)`` arrays."""
+    x, y = _check_pair(a, b, "ncc")
+    x = x.astype(np.float64) - x.mean(dtype=np.float64)
+    y = y.astype(np.float64) - y.mean(dtype=np.float64)
+    norm = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
+    return float((x * y).sum() / norm) if norm > 0 else 0.0
+
+
+def crosscorr(a: ImageLike, b: ImageLike) -> np.ndarray:
+    """Circular cross-correlation ``c[s] = sum_p a'[p] b'[p - s]`` of zero-mean copies, via the FFT.
+
+    Returns float32 ``(H, W)``; ``c[0, 0]`` is the zero-shift term, negative shifts wrap to the end. The
+    inputs are not modified.
+    """
+    x, y = _check_pair(a, b, "crosscorr")
+    x = x - x.mean()
+    y = y - y.mean()
+    fx = scipy.fft.rfft2(x, workers=-1)
+    fy = scipy.fft.rfft2(y, workers=-1)
+    return scipy.fft.irfft2(fx * np.conj(fy), s=x.shape, workers=-1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PCEResult:
+    """PCE of a cross-correlation: the value, the peak's shift ``(dy, dx)`` and correlation at the peak."""
+
+    pce: float
+    peak: tuple[int, int]
+    peak_value: float
+
+
+def pce(cc: np.ndarray, *, radius: int = 5, search: int | None = 0) -> PCEResult:
+    """Peak-to-correlation energy ``sign(c_p) c_p^2 / mean(c^2 outside the peak's neighbourhood)``.
+
+    Goljan, Fridrich & Filler, "Large scale test of sensor fingerprint camera identification" (2009).
+
+    Args:
+        cc: circular cross-correlation ``(H, W)`` from :func:`crosscorr` (zero shift at ``[0, 0]``).
+        radius: the excluded neighbourhood is the ``(2 radius + 1)^2`` square centred on the peak, wrapped
+            around the edges (the correlation is circular).
+        search: the peak is searched over shifts ``|dy|, |dx| <= search`` (0: aligned images, the peak is at
+            zero shift); None searches every shift.
+
+    Returns:
+        :class:`PCEResult` with the shift as signed ``(dy, dx)``.
+    """
+    c = np.asarray(_to_numpy(cc), dtype=np.float64)
+    if c.ndim != 2:
+        raise InputError(f"pce: expected a 2-D cross-correlation, got shape {c.shape}")
+    h, w = c.shape
+    if radius < 0 or (2 * radius + 1) >= min(h, w):
+        raise InputError(f"pce: neighbourhood radius must be in [0, {(min(h, w) - 2) // 2}], got {radius}")
+    if search is None:
+        flat = int(np.argmax(c))
+        py, px = divmod(flat, w)
+    else:
+        if search < 0:
+            raise InputError(f"pce: search must be >= 0 or None, got {search}")
+        offsets = np.arange(-search, search + 1)
+        rows, cols = offsets % h, offsets % w
+        window = c[np.ix_(rows, cols)]
+        iy, ix = np.unravel_index(int(np.argmax(window)), window.shape)
+        py, px = int(rows[iy]), int(cols[ix])
+    peak = float(c[py, px])
+    keep = np.ones((h, w), dtype=bool)
+    keep[np.ix_((py + np.arange(-radius, radius + 1)) % h, (px + np.arange(-radius, radius + 1)) % w)] = False
+    energy = float(np.mean(c[keep] ** 2))
+    value = math.copysign(peak * peak, peak) / energy if energy > 0 else 0.0
+    shift = (py - h if py > h // 2 else py, px - w if px > w // 2 else px)
+    return PCEResult(pce=value, peak=shift, peak_value=peak)
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """How well an image's residual matches a fingerprint: PCE (with peak shift) and NCC at zero shift."""
+
+    pce: float
+    ncc: float
+    peak: tuple[int, int]
+
+    @property
+    def same_camera(self) -> bool:
+        """PCE above the usual threshold of 60."""
+        return self.pce > PCE_THRESHOLD
+
+
+def match(
+    k: ImageLike,
+    image: ImageLike,
+    *,
+    sigma: float = 5.0,
+    color: Color = "gray",
+    radius: int = 5,
+    search: int | None = 0,
+    residual: np.ndarray | None = None,
+) -> MatchResult:
+    """Test whether ``image`` carries fingerprint ``k``: correlate its residual ``W`` with ``I K``.
+
+    Args:
+        k: fingerprint ``(H, W)`` from :func:`fingerprint`.
+        image: ``(3, H, W)`` / ``(H, W)`` in [0, 1] of the same size.
+        sigma, color: residual settings (use the fingerprint's).
+        radius, search: PCE settings (see :func:`pce`).
+        residual: the image's residual if already computed (:func:`noise_residual`).
+    """
+    kk = np.asarray(_to_numpy(k), dtype=np.float32)
+    checked = _check_image(image)
+    if kk.shape != checked.shape[-2:]:
+        raise InputError(f"match: image size {checked.shape[-2]}x{checked.shape[-1]} differs from the fingerprint's {kk.shape[0]}x{kk.shape[1]}")
+    w = noise_residual(checked, sigma=sigma, color=color) if residual is None else residual
+    signal = to_gray(checked) * kk
+    result = pce(crosscorr(w, signal), radius=radius, search=search)
+    return MatchResult(pce=result.pce, ncc=ncc(w, signal), peak=result.peak)
+
+
+# ------------------------------------------------------------------------------------ synthetic camera
+
+
+def synthetic_shots(
+    photos: Sequence[np.ndarray],
+    k: np.ndarray,
+    n: int,
+    *,
+    noise: float = 0.01,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """Shots of a synthetic camera with PRNU ``k``: ``clip(X (1 + K) + N(0, noise^2))`` (Chen et al. 2008, eq. 1).
+
+    ``X`` is a random square crop (the size of ``k``; photos smaller than that are first enlarged, bicubic)
+    of a randomly chosen photo, mirrored at random. This tests estimators where the true K is known without
+    a RAW pipeline; :mod:`neuralimaging.acquisition.virtual_camera` does the same through a sensor model.
+
+    Args:
+        photos: ``uint8 (H, W, 3)`` photographs (e.g. :func:`neuralimaging.data.photos.load_photo`).
+        k: true PRNU factor ``(S, S)``, typically ``N(0, 0.01^2)``.
+        n: number of shots.
+        noise: standard deviation of the additive noise (image units).
+        seed: seed of the crops, flips and noise.
+
+    Returns:
+        ``n`` float32 ``(3, S, S)`` images in [0, 1].
+    """
+    from PIL import Image
+
+    if not photos:
+        raise InputError("synthetic_shots: needs at least one photo")
+    k = np.asarray(k, dtype=np.float32)
+    size_y, size_x = k.shape
+    rng = np.random.default_rng(seed)
+    shots = []
+    for _ in range(n):
+        photo = photos[int(rng.integers(len(photos)))]
+        h, w = photo.shape[:2]
+        scale = max(size_y / h, size_x / w, 1.0)
+        if scale > 1.0:
+            h, w = max(size_y, math.ceil(h * scale)), max(size_x, math.ceil(w * scale))
+            photo = np.asarray(Image.fromarray(photo).resize((w, h), Image.BICUBIC))
+        top, left = int(rng.integers(h - size_y + 1)), int(rng.integers(w - size_x + 1))
+        crop = photo[top : top + size_y, left : left + size_x].transpose(2, 0, 1).astype(np.float32) / 255.0
+        if rng.random() < 0.5:
+            crop = crop[:, :, ::-1]
+        shot = crop * (1.0 + k) + rng.normal(0.0, noise, crop.shape).astype(np.float32)
+        shots.append(np.clip(shot, 0.0, 1.0).astype(np.float32))
+    return shots

@@ -1,0 +1,81 @@
+"""``neuralimaging prnu``: fingerprint, match, localize and cross-pipeline through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from neuralimaging.cli import main
+from neuralimaging.forensics import prnu
+from neuralimaging.io import save_image
+
+SIZE = 320
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, photos):
+    """PNG shots of two synthetic cameras (known K): fingerprint, predictor and test folders."""
+    root = tmp_path_factory.mktemp("prnu_cli")
+    rng = np.random.default_rng(3)
+    k_a, k_b = (rng.normal(0, 0.01, (SIZE, SIZE)).astype(np.float32) for _ in range(2))
+    shots_a = prnu.synthetic_shots(photos[:6], k_a, 20, seed=1)
+    shots_b = prnu.synthetic_shots(photos[6:], k_b, 2, seed=2)
+    layout = {"train": shots_a[:12], "pred": shots_a[12:17], "test": shots_a[17:], "other": shots_b}
+    for name, images in layout.items():
+        for index, image in enumerate(images):
+            save_image(root / name / f"{name}{index}.png", image, bits=16)
+    return root
+
+
+def test_fingerprint_match_localize(folders, tmp_path, capsys) -> None:
+    model = tmp_path / "camera.npz"
+    code = main(["prnu", "fingerprint", str(folders / "train"), "--out", str(model), "--predictor-images", str(folders / "pred"), "--window", "65"])
+    assert code == 0 and model.is_file()
+    assert "fingerprint 320x320 from 12 images" in capsys.readouterr().out
+
+    assert main(["prnu", "match", "--model", str(model), "--json", str(folders / "test"), str(folders / "other")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    same = {r["image"].split("/")[-1]: r for r in rows}
+    assert all(same[f"test{i}.png"]["same_camera"] and same[f"test{i}.png"]["pce"] > 600 for i in range(3))
+    assert not any(same[f"other{i}.png"]["same_camera"] for i in range(2))
+
+    out = tmp_path / "maps"
+    assert main(["prnu", "localize", "--model", str(model), "--out", str(out), "--tamper", "128", str(folders / "test")]) == 0
+    text = capsys.readouterr().out
+    assert "mean best F1 over 3 images" in text
+    assert sorted(p.name for p in out.iterdir()) == [f"test{i}_tampering.png" for i in range(3)]
+    assert float(text.strip().splitlines()[-1].split()[-1]) > 0.4
+
+
+def test_errors(folders, tmp_path, capsys) -> None:
+    model = tmp_path / "nopred.npz"
+    assert main(["prnu", "fingerprint", str(folders / "train" / "train0.png"), str(folders / "train" / "train1.png"), "--out", str(model)]) == 0
+    capsys.readouterr()
+    assert main(["prnu", "localize", "--model", str(model), "--out", str(tmp_path / "m"), str(folders / "test")]) == 2
+    assert "no correlation predictor" in capsys.readouterr().err
+    assert main(["prnu", "fingerprint", str(folders / "train" / "train0.png"), "--out", str(tmp_path / "x.npz")]) == 2
+    assert "at least 2 images, got 1" in capsys.readouterr().err
+    small = tmp_path / "small.png"
+    save_image(small, np.zeros((3, 64, 64), np.float32))
+    # a batch carries on past a bad image and lists it at the end
+    assert main(["prnu", "match", "--model", str(model), str(small), str(folders / "test" / "test0.png")]) == 1
+    err = capsys.readouterr().err
+    assert "small.png" in err and "differs from the fingerprint" in err
+    assert main(["prnu", "match", "--model", str(tmp_path / "missing.npz"), str(small)]) == 2
+    assert "no such camera model" in capsys.readouterr().err
+
+
+def test_cross_pipeline_command(tmp_path, capsys) -> None:
+    from neuralimaging.acquisition.virtual_camera import synthesize
+
+    raws = tmp_path / "raws"
+    synthesize("default", "canon-5d2", raws, shots_per_photo=1, seed=0, size=(144, 144))
+    out = tmp_path / "study"
+    code = main(["prnu", "cross-pipeline", "--raw-dir", str(raws), "--pipelines", "python,libraw", "--out", str(out), "--crop", "128", "--split", "5,2,2", "--window", "33", "--tamper", "48"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "fingerprint correlation" in text and "true K" in text and "localization best F1" in text
+    assert (out / "localization_examples.png").is_file()
+    assert main(["prnu", "cross-pipeline", "--raw-dir", str(raws), "--pipelines", "python", "--out", str(out), "--split", "a,b"]) == 2
