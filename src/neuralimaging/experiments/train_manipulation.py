@@ -1,0 +1,609 @@
+"""Manipulation detection after the sharing channel: the FAN alone (F) or jointly with the NIP (F+N).
+
+The paper's main experiment (Korus & Memon, section 5.2). RAW patches are developed by a pre-trained NIP,
+manipulated in every class (``native`` first), sent through the channel (1:2 down-sampling + JPEG q50 by
+default) and classified by the FAN. In mode ``"fan"`` (F) only the FAN learns; in mode ``"fan,nip"`` (F+N)
+the NIP learns too, regularized towards the standard ISP by ``lambda_nip`` x MSE (255 scale).
+
+Choosing ``lambda_nip`` (how it relates to the NIP's starting distortion): the fidelity term is
+``lambda * MSE`` with ``MSE = 255^2 * 10^(-PSNR/10)``. Two effects follow.
+
+* Balance at the start. A NIP pre-trained to ``PSNR0`` starts with ``lambda * MSE0``: the paper's lambda = 0.1
+  on its ~42.5 dB UNet gives 0.37, a quarter of the chance-level cross-entropy ln 5 = 1.61. The same 0.1 on a
+  23 dB NIP gives 33: its gradient (``2 lambda * 255^2 * (out - target)``) dominates Adam's normalized
+  updates, the NIP keeps being pre-trained and the FAN's wish to leave traces is drowned out.
+* Price of a trace. Traces of energy ``dMSE`` cost ``lambda * dMSE``; in dB they cost
+  ``10 log10(1 + dMSE / MSE0)``, so the same lambda buys 10x more trace energy per dB lost on a NIP 10 dB
+  worse. To keep the paper's quality/accuracy trade-off in dB, scale lambda by ``MSE_paper / MSE0`` =
+  ``10^((PSNR0 - 42.5) / 10)``: :func:`~neuralimaging.experiments.workflow.lambda_for_distortion` returns the
+  lambda whose starting term is a given share (0.25 = the paper's 0.1) of ln C. On a 30 dB NIP the paper's
+  grid 1e-4 .. 1 maps to about 6e-6 .. 0.06.
+
+The ``quick`` preset's NIP is the quick-preset INet of :mod:`~neuralimaging.experiments.train_nip` (a few
+minutes of pre-training) plus, in F+N, a zero-initialized UNet residual (:class:`~neuralimaging.experiments.
+workflow.ResidualNIP`, ``residual_width``): the output starts identical to the pre-trained NIP's, and the
+residual gives the joint optimization a UNet's capacity to leave traces (the paper's INet, 321 parameters,
+gains only ~10 points). Its lambda (``PRESETS["quick"]["lambda_nip"]``) is chosen for that NIP; see
+docs/benchmarks.md for the measured trade-off.
+
+    >>> summary = train_manipulation({"data": "data/", "nip_run": "runs/nip", "train": "fan,nip",
+    ...                               "lambda_nip": 0.01, "preset": "quick"}, "runs/fn")   # doctest: +SKIP
+    >>> evaluate("runs/fn", codec="libjpeg")                                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from neuralimaging.device import resolve_device
+from neuralimaging.errors import InputError
+from neuralimaging.experiments.metrics import psnr_per_image, ssim_per_image
+from neuralimaging.experiments.rundir import RunDir, capture_rng_state, config_hash, restore_rng_state
+from neuralimaging.experiments.workflow import ResidualNIP, Workflow, build_workflow, workflow_loss
+
+__all__ = [
+    "PRESETS",
+    "MODES",
+    "resolve_config",
+    "train_manipulation",
+    "train_step",
+    "evaluate",
+    "validate",
+    "load_workflow",
+    "load_joint_nip",
+]
+
+MODES = {"fan": ("fan",), "fan,nip": ("fan", "nip")}
+"""Training modes: the paper's F (FAN only, NIP frozen) and F+N (joint)."""
+
+_BASE: dict[str, Any] = {
+    "data": None,  # prepared dataset folder (neuralimaging.data.dataset)
+    "nip_run": None,  # run folder of a pre-trained NIP (neuralimaging.experiments.train_nip)
+    "train": "fan,nip",
+    "lambda_nip": 0.1,
+    "manipulations": "native,sharpen,gaussian,jpeg,resample",
+    "channel": "down:2,jpeg:50",
+    "fan": {"constraint_scale": 1.0},
+    "fan_bf16": False,  # FAN under bfloat16 autocast (faster on AVX512-BF16 CPUs and GPUs)
+    "residual_width": 0,  # F+N only: > 0 adds a zero-initialized UNet residual of this width to the NIP
+    "patch": 64,  # RAW patch side (RGGB stack pixels); the NIP outputs 2x that
+    "batch": 20,
+    "epochs": 1000,
+    "steps_per_epoch": 1,
+    "lr": 1e-4,
+    "lr_decay": 0.85,
+    "lr_decay_every": 100,  # epochs
+    "validate_every": 50,  # epochs
+    "checkpoint_every": 50,  # epochs
+    "val_patches": 600,  # RAW patches; the FAN sees val_patches x classes decisions
+    "val_batch": 50,
+    "seed": 0,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper (section 5.2): FAN on 128x128 after the channel (256x256 NIP output), 1,000 epochs, Adam 1e-4
+    # decayed 15% every 100 epochs, 3,000 validation patches (100 per image).
+    "paper": {
+        "patch": 128,
+        "batch": 20,
+        "epochs": 1000,
+        "steps_per_epoch": 6,  # 120 training images / batch 20
+        "lr": 1e-4,
+        "lr_decay": 0.85,
+        "lr_decay_every": 100,
+        "validate_every": 50,
+        "checkpoint_every": 50,
+        "val_patches": 3000,
+        "val_batch": 50,
+    },
+    # A few minutes on a 2-core CPU: 32x32 RAW -> 64x64 RGB -> 32x32 after the channel; a faster learning
+    # rate with the paper's decay compressed to the shorter run. See docs/benchmarks.md for its figures.
+    "quick": {
+        "patch": 32,
+        "batch": 16,
+        "epochs": 600,
+        "steps_per_epoch": 1,
+        "lr": 3e-4,
+        "lr_decay": 0.85,
+        "lr_decay_every": 100,
+        "validate_every": 200,
+        "checkpoint_every": 200,
+        "val_patches": 600,
+        "val_batch": 100,
+        # Chosen for the ~29.5 dB quick INet (measured: F+N 0.68 vs F 0.35-0.39, 1.9 dB paid); for another
+        # starting PSNR scale it by 10^((PSNR0 - 29.5) / 10) (see the module docstring).
+        "lambda_nip": 0.002,
+        "residual_width": 16,
+    },
+}
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _normalize_mode(mode: str | list[str] | tuple[str, ...]) -> str:
+    parts = [p.strip().lower() for p in (mode.split(",") if isinstance(mode, str) else mode) if p.strip()]
+    key = ",".join(sorted(set(parts)))
+    if key not in MODES:
+        raise InputError(f"train must be 'fan' (F) or 'fan,nip' (F+N), got {mode!r}")
+    return key
+
+
+def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill a user config with its preset (``config["preset"]``, default ``"paper"``) and the defaults.
+
+    Precedence: user values > preset > defaults. Raises :class:`InputError` for unknown keys or bad values.
+    """
+    preset = config.get("preset", "paper")
+    if preset not in PRESETS:
+        raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    unknown = set(config) - set(_BASE) - {"preset"}
+    if unknown:
+        raise InputError(f"unknown config keys: {', '.join(sorted(unknown))}; expected some of: {', '.join(_BASE)}")
+    resolved = _merge(_merge(_BASE, PRESETS[preset]), config)
+    resolved["preset"] = preset
+    resolved["train"] = _normalize_mode(resolved["train"])
+    for key in ("data", "nip_run"):
+        if resolved[key] is None:
+            raise InputError(f"config needs {key!r} (a folder)")
+        resolved[key] = str(resolved[key])
+    for key in ("patch", "batch", "epochs", "steps_per_epoch", "validate_every", "checkpoint_every", "val_patches"):
+        if int(resolved[key]) < 1:
+            raise InputError(f"{key} must be a positive integer, got {resolved[key]!r}")
+        resolved[key] = int(resolved[key])
+    if resolved["patch"] % 8:
+        raise InputError(f"patch must be a multiple of 8 (JPEG blocks after the channel), got {resolved['patch']}")
+    if float(resolved["lambda_nip"]) < 0:
+        raise InputError(f"lambda_nip must be >= 0, got {resolved['lambda_nip']}")
+    return resolved
+
+
+# ---------------------------------------------------------------------------------------------------------
+# pieces
+
+
+def _load_dataset(data_dir: str):
+    from neuralimaging.data.dataset import Dataset
+
+    dataset = Dataset.load(data_dir)
+    if not dataset.train or not dataset.val:
+        raise InputError(f"{data_dir}: the dataset needs training and validation images")
+    return dataset
+
+
+def _load_nip(nip_run: str, device: torch.device) -> nn.Module:
+    from neuralimaging.experiments.train_nip import load_nip
+
+    return load_nip(nip_run, device=device)
+
+
+def _validation_set(config: Mapping[str, Any], dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    from neuralimaging.data.patches import validation_patches
+
+    return validation_patches(dataset.val, config["val_patches"], config["patch"], config["seed"])
+
+
+def _lr(config: Mapping[str, Any], step: int) -> float:
+    epoch = step // config["steps_per_epoch"]
+    return float(config["lr"]) * float(config["lr_decay"]) ** (epoch // int(config["lr_decay_every"]))
+
+
+@torch.no_grad()
+def validate(
+    workflow: Workflow,
+    rggb: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    batch: int = 50,
+    device: torch.device | str = "cpu",
+    classify: bool = True,
+) -> dict[str, Any]:
+    """Accuracy, confusion matrix and NIP fidelity on a fixed set of patches.
+
+    Args:
+        workflow: the model (evaluated in eval mode; its mode is restored).
+        rggb: validation RAW patches ``(M, 4, h, w)``.
+        target: their standard-ISP renderings ``(M, 3, 2h, 2w)``.
+        batch: RAW patches per forward pass.
+        device: where to compute.
+        classify: ``False`` measures only the NIP's fidelity (``accuracy`` and ``confusion`` are ``None``).
+
+    Returns:
+        ``accuracy`` (over ``M x C`` decisions), ``accuracy_se`` (binomial standard error),
+        ``per_class`` accuracies, ``confusion`` (counts, rows = true class, columns = predicted), ``psnr``
+        and ``ssim`` (means over patches, dB and [0, 1]), ``psnr_std`` and ``n`` (decisions).
+    """
+    device = resolve_device(device)
+    n_classes = len(workflow.manipulations)
+    confusion = torch.zeros(n_classes, n_classes, dtype=torch.long)
+    psnrs, ssims = [], []
+    was_training = workflow.training
+    workflow.eval()
+    try:
+        for start in range(0, rggb.shape[0], batch):
+            x = rggb[start : start + batch].to(device)
+            y = target[start : start + batch].to(device)
+            if classify:
+                out = workflow(x)
+                index = out.labels.cpu() * n_classes + out.logits.argmax(1).cpu()
+                confusion += torch.bincount(index, minlength=n_classes**2).reshape(n_classes, n_classes)
+                rgb = out.rgb.clamp(0, 1)
+            else:
+                rgb = workflow.nip(x).clamp(0, 1)
+            psnrs.append(psnr_per_image(rgb, y).cpu())
+            ssims.append(ssim_per_image(rgb, y).cpu())
+    finally:
+        workflow.train(was_training)
+    n = int(confusion.sum())
+    accuracy = float(confusion.trace()) / n if classify else None
+    psnr = torch.cat(psnrs)
+    psnr = psnr[torch.isfinite(psnr)] if torch.isfinite(psnr).any() else psnr.clamp(max=100.0)
+    return {
+        "accuracy": accuracy,
+        "accuracy_se": math.sqrt(accuracy * (1 - accuracy) / n) if classify else None,
+        "per_class": (confusion.diag().double() / confusion.sum(1).clamp_min(1)).tolist() if classify else None,
+        "confusion": confusion.tolist() if classify else None,
+        "classes": workflow.class_names,
+        "psnr": float(psnr.mean()),
+        "psnr_std": float(psnr.std()) if psnr.numel() > 1 else 0.0,
+        "ssim": float(torch.cat(ssims).mean()),
+        "n": n,
+    }
+
+
+def _build(config: Mapping[str, Any], device: torch.device, channel: str | nn.Module | None = None) -> Workflow:
+    nip = _load_nip(config["nip_run"], device)
+    torch.manual_seed(int(config["seed"]))  # the FAN's initialization: the same in F and F+N
+    workflow = build_workflow(
+        nip,
+        manipulations=config["manipulations"],
+        channel=config["channel"] if channel is None else channel,
+        fan_options=dict(config.get("fan") or {}),
+        fan_bf16=bool(config.get("fan_bf16", False)),
+    )
+    if int(config.get("residual_width") or 0) > 0 and "nip" in MODES[config["train"]]:
+        # Same output as the plain NIP at the start; F mode keeps the plain NIP (same output, less work).
+        torch.manual_seed(int(config["seed"]) + 1)
+        workflow.nip = ResidualNIP(nip, int(config["residual_width"]))
+    return workflow.to(device)
+
+
+def _trainable(workflow: Workflow, mode: str) -> list[nn.Parameter]:
+    joint = "nip" in MODES[mode]
+    for p in workflow.nip.parameters():
+        p.requires_grad_(joint)
+    params = list(workflow.fan.parameters())
+    if joint:
+        params += [p for p in workflow.nip.parameters()]
+    return params
+
+
+def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam with the fused kernel where available (about 4x faster than the default loop on CPU)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+def _modules_to_save(workflow: Workflow, mode: str) -> dict[str, nn.Module]:
+    modules: dict[str, nn.Module] = {"fan": workflow.fan}
+    if "nip" in MODES[mode]:
+        modules["nip"] = workflow.nip
+    return modules
+
+
+# ---------------------------------------------------------------------------------------------------------
+# training
+
+
+def train_step(
+    workflow: Workflow,
+    optimizer: torch.optim.Optimizer,
+    rggb: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    mode: str,
+    lambda_nip: float,
+) -> dict[str, float]:
+    """One optimization step of the workflow on a batch.
+
+    In mode ``"fan"`` the NIP runs without gradients (it is frozen) and the loss is the cross-entropy; in
+    ``"fan,nip"`` the loss is :func:`~neuralimaging.experiments.workflow.workflow_loss` and gradients reach the
+    NIP through the channel.
+
+    Args:
+        workflow: the model; ``optimizer`` holds the parameters being trained.
+        rggb: RAW patches ``(N, 4, h, w)``; target: standard-ISP renderings ``(N, 3, 2h, 2w)``.
+        mode: ``"fan"`` or ``"fan,nip"``.
+        lambda_nip: weight of the NIP fidelity term (F+N only).
+
+    Returns:
+        ``loss``, ``ce`` and (F+N) ``nip_mse`` of the batch before the update.
+    """
+    mode = _normalize_mode(mode)
+    optimizer.zero_grad(set_to_none=True)
+    if "nip" in MODES[mode]:
+        loss, parts = workflow_loss(workflow(rggb), target, lambda_nip)
+    else:
+        with torch.no_grad():
+            rgb = workflow.nip(rggb)
+        logits, labels = workflow.classify(rgb)
+        loss = F.cross_entropy(logits, labels)
+        parts = {"loss": float(loss.detach()), "ce": float(loss.detach())}
+    loss.backward()
+    optimizer.step()
+    return parts
+
+
+def train_manipulation(
+    config: Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> dict[str, Any]:
+    """Train the FAN (mode ``"fan"``) or the FAN and the NIP (``"fan,nip"``) on manipulation detection.
+
+    Args:
+        config: settings (see ``PRESETS`` and the module's ``_BASE`` defaults); needs ``data`` (a prepared
+            dataset) and ``nip_run`` (a pre-trained NIP run). ``preset`` picks ``"quick"`` or ``"paper"``.
+        out_dir: the run directory (``config.yaml``, ``metrics.jsonl``, ``summary.json``, ``checkpoints/``).
+        resume: continue from the newest checkpoint in ``out_dir`` (a finished run returns its summary).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        progress: show a progress bar (stderr) with loss, accuracy and PSNR.
+        max_steps: stop (after a checkpoint) once this many steps are done in total, without a summary, as
+            if the run had been killed; ``resume=True`` continues it. Not part of the config.
+
+    Returns:
+        The summary (also written to ``summary.json``): final validation ``accuracy``, ``accuracy_se``,
+        ``confusion``, ``per_class``, ``psnr``/``ssim`` of the NIP output and the same before training
+        (``psnr_start``/``ssim_start``), ``psnr_paid`` (start - final), ``wall_time_s``, ``config_hash``.
+    """
+    from tqdm import tqdm
+
+    from neuralimaging.data.patches import sample_patches
+
+    config = resolve_config(config)
+    device = resolve_device(device)
+    run = RunDir(out_dir)
+    digest = config_hash(config)
+
+    state: dict[str, Any] = {}
+    if run.has_checkpoint():
+        if not resume:
+            raise InputError(f"{run.path}: already holds a run; resume it or choose another output folder")
+        stored = run.read_config()
+        if config_hash(stored) != digest:
+            raise InputError(f"{run.path}: its config differs from the one given (hash {config_hash(stored)} != {digest})")
+    else:
+        run.write_config(config)
+        if run.metrics_path.exists():  # a run killed before its first checkpoint starts over
+            run.truncate_metrics("step", -1)
+
+    dataset = _load_dataset(config["data"])
+    val_rggb, val_target = _validation_set(config, dataset)
+    workflow = _build(config, device)
+    mode = config["train"]
+    params = _trainable(workflow, mode)
+    optimizer = _adam(params, float(config["lr"]))
+    rng = np.random.default_rng(int(config["seed"]))
+    # The NIP stays in eval mode throughout (DNet's batch norm keeps its pre-trained statistics); the FAN has
+    # no mode-dependent layers.
+    workflow.eval()
+
+    total_steps = config["epochs"] * config["steps_per_epoch"]
+    step = 0
+    wall_before = 0.0
+    start_metrics: dict[str, Any] | None = None
+    if resume and run.has_checkpoint():
+        state = run.load_checkpoint(_modules_to_save(workflow, mode), {"adam": optimizer}, device=device)
+        step = int(state["step"])
+        wall_before = float(state.get("wall_time_s", 0.0))
+        start_metrics = state.get("start")
+        restore_rng_state(state, {"patches": rng})
+        run.truncate_metrics("step", step)
+        if step >= total_steps and run.summary_path.is_file():
+            return run.read_summary()
+
+    t0 = time.perf_counter()
+    cpu_before = float(state.get("cpu_time_s", 0.0))
+    c0 = time.process_time()
+
+    def elapsed() -> float:
+        return wall_before + time.perf_counter() - t0
+
+    def cpu_seconds() -> float:  # CPU seconds of this process (all threads): a load-independent cost figure
+        return cpu_before + time.process_time() - c0
+
+    def checkpoint() -> None:
+        extra = {"step": step, "wall_time_s": elapsed(), "cpu_time_s": cpu_seconds(), "start": start_metrics,
+                 "config_hash": digest}
+        run.save_checkpoint(_modules_to_save(workflow, mode), {"adam": optimizer}, {**extra, **capture_rng_state({"patches": rng})})
+
+    def record(metrics: dict[str, Any], parts: dict[str, float] | None) -> None:
+        line = {"step": step, "epoch": step / config["steps_per_epoch"], "lr": _lr(config, step), **metrics}
+        if parts:
+            line.update({f"train_{k}": v for k, v in parts.items()})
+        line["wall_time_s"] = elapsed()
+        line["cpu_time_s"] = cpu_seconds()
+        run.append_metrics(line)
+
+    if start_metrics is None:
+        # Before training: the NIP's fidelity (the FAN is untrained, its accuracy would be noise).
+        start_metrics = validate(workflow, val_rggb, val_target, batch=config["val_batch"], device=device,
+                                 classify=False)
+        record(start_metrics, None)
+
+    every_val = config["validate_every"] * config["steps_per_epoch"]
+    every_ckpt = config["checkpoint_every"] * config["steps_per_epoch"]
+    lambda_nip = float(config["lambda_nip"])
+    bar = tqdm(total=total_steps, initial=step, desc=f"train {mode.replace(',', '+')}", unit="step",
+               disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    last = run.read_metrics()[-1] if run.read_metrics() else start_metrics
+    running: dict[str, float] = {}
+    try:
+        while step < total_steps:
+            for group in optimizer.param_groups:
+                group["lr"] = _lr(config, step)
+            rggb, target = sample_patches(dataset.train, config["batch"], config["patch"], rng)
+            parts = train_step(workflow, optimizer, rggb.to(device), target.to(device), mode=mode, lambda_nip=lambda_nip)
+            step += 1
+            running = {k: 0.9 * running.get(k, v) + 0.1 * v for k, v in parts.items()}
+            if step % every_val == 0 or step == total_steps:
+                last = validate(workflow, val_rggb, val_target, batch=config["val_batch"], device=device)
+                record(last, running)
+            if step % every_ckpt == 0 or step == total_steps:
+                checkpoint()
+            bar.update(1)
+            accuracy = "-" if last["accuracy"] is None else f"{last['accuracy']:.3f}"
+            bar.set_postfix(loss=f"{running['loss']:.3f}", acc=accuracy, psnr=f"{last['psnr']:.1f}")
+            if max_steps is not None and step >= max_steps and step < total_steps:
+                checkpoint()
+                return {"stopped_at": step, "config_hash": digest}
+    finally:
+        bar.close()
+
+    history = [m["accuracy"] for m in run.read_metrics() if m.get("accuracy") is not None]
+    tail = history[-5:]
+    summary = {
+        "mode": mode,
+        "nip_run": config["nip_run"],
+        "lambda_nip": lambda_nip,
+        "steps": step,
+        "accuracy": last["accuracy"],
+        "accuracy_se": last["accuracy_se"],
+        "accuracy_last5_mean": float(np.mean(tail)) if tail else last["accuracy"],
+        "accuracy_last5_std": float(np.std(tail)) if len(tail) > 1 else 0.0,
+        "per_class": last["per_class"],
+        "confusion": last["confusion"],
+        "classes": last["classes"],
+        "n_validation": last["n"],
+        "psnr": last["psnr"],
+        "ssim": last["ssim"],
+        "psnr_start": start_metrics["psnr"],
+        "ssim_start": start_metrics["ssim"],
+        "psnr_paid": start_metrics["psnr"] - last["psnr"],
+        "wall_time_s": elapsed(),
+        "cpu_time_s": cpu_seconds(),
+        "threads": torch.get_num_threads(),
+        "config_hash": digest,
+    }
+    run.write_summary(summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------------
+# evaluation
+
+
+def load_workflow(
+    run_dir: str | Path, *, channel: str | nn.Module | None = None, device: str | torch.device = "cpu"
+) -> tuple[Workflow, dict[str, Any]]:
+    """Rebuild a trained workflow from its run directory (newest checkpoint), optionally with another channel.
+
+    Returns:
+        The workflow (eval mode, on ``device``) and the run's config.
+    """
+    run = RunDir(run_dir)
+    config = run.read_config()
+    device = resolve_device(device)
+    workflow = _build(config, device, channel)
+    run.load_checkpoint(_modules_to_save(workflow, config["train"]), device=device)
+    return workflow.eval(), config
+
+
+def load_joint_nip(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The NIP optimized by an F+N run (its pre-trained NIP, plus the UNet residual when the run used one),
+    with the run's newest weights, in eval mode.
+
+    Raises:
+        InputError: when the run is an F run (its NIP was not optimized) or has no checkpoint.
+    """
+    run = RunDir(run_dir)
+    config = run.read_config()
+    if "nip" not in MODES[_normalize_mode(config.get("train", "fan"))]:
+        raise InputError(f"{run.path}: not an F+N run (train is {config.get('train')!r}); its NIP was not optimized")
+    device = resolve_device(device)
+    nip = _load_nip(config["nip_run"], device)
+    if int(config.get("residual_width") or 0) > 0:
+        nip = ResidualNIP(nip, int(config["residual_width"])).to(device)
+    nip.load_state_dict(run.load_weights("nip", device=device))
+    return nip.eval()
+
+
+def _channel_twin(spec: str, codec: str, quality: int | None) -> nn.Module:
+    from neuralimaging.distribution.channel import Channel
+
+    overrides: dict[str, Any] = {"codec": codec}
+    if quality is not None:
+        overrides["quality"] = int(quality)
+    return Channel.parse(spec, **overrides)
+
+
+def evaluate(
+    run_dir: str | Path,
+    codec: str = "libjpeg",
+    quality: int | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    val_patches: int | None = None,
+) -> dict[str, Any]:
+    """Accuracy of a trained NIP + FAN pair under another channel: the real codec and/or another quality.
+
+    The channel keeps the run's down-sampling and replaces the codec (``"libjpeg"``: Pillow's libjpeg, the
+    real thing; ``"differentiable"``: the training codec) and, when given, the JPEG quality.
+
+    Args:
+        run_dir: a finished (or checkpointed) run of :func:`train_manipulation`.
+        codec: ``"libjpeg"`` or ``"differentiable"``.
+        quality: JPEG quality in [1, 100]; ``None`` keeps the trained one.
+        device: where to compute.
+        val_patches: number of validation RAW patches (default: the run's).
+
+    Returns:
+        :func:`validate`'s figures plus ``codec``, ``quality`` and ``channel`` (the twin's description).
+    """
+    if codec not in ("libjpeg", "differentiable"):
+        raise InputError(f"codec must be 'libjpeg' or 'differentiable', got {codec!r}")
+    if quality is not None and not 1 <= int(quality) <= 100:
+        raise InputError(f"quality must be in [1, 100], got {quality}")
+    run = RunDir(run_dir)
+    config = run.read_config()
+    channel = _channel_twin(config["channel"], codec, quality)
+    workflow, config = load_workflow(run_dir, channel=channel, device=device)
+    if val_patches is not None:
+        config = {**config, "val_patches": int(val_patches)}
+    dataset = _load_dataset(config["data"])
+    rggb, target = _validation_set(config, dataset)
+    result = validate(workflow, rggb, target, batch=int(config.get("val_batch", 50)), device=device)
+    result.update(
+        {
+            "run": str(run.path),
+            "mode": config["train"],
+            "codec": codec,
+            "quality": getattr(channel, "quality", quality),
+            "channel": getattr(channel, "spec", repr(channel)),
+        }
+    )
+    return result

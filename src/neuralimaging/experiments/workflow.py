@@ -1,0 +1,246 @@
+"""The acquisition + distribution + analysis workflow as one differentiable model (paper Fig. 1, section 4).
+
+RAW patches go through the NIP, every manipulation class (``native`` first), the sharing channel and the
+FAN. A batch of ``N`` RAW patches becomes ``N x C`` FAN inputs, class-major: rows ``[c*N, (c+1)*N)`` carry
+label ``c``. The loss is the paper's eq. (3)::
+
+    L = CE(FAN(channel(m_c(NIP(x)))), c) + lambda_nip * MSE(255 * NIP(x), 255 * y)
+
+where ``y`` is the standard ("python") ISP's rendering of the same RAW patch.
+
+    >>> wf = build_workflow(nip, manipulations="native,sharpen,gaussian,jpeg,resample",
+    ...                     channel="down:2,jpeg:50")                       # doctest: +SKIP
+    >>> out = wf(rggb)                                                       # doctest: +SKIP
+    >>> total, parts = workflow_loss(out, target, lambda_nip=0.01)           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from neuralimaging.errors import InputError
+from neuralimaging.forensics.fan import FAN
+
+__all__ = [
+    "ResidualNIP",
+    "WorkflowOutput",
+    "Workflow",
+    "build_workflow",
+    "manipulate",
+    "nip_mse",
+    "workflow_loss",
+    "lambda_for_distortion",
+    "PIXEL_SCALE",
+]
+
+PIXEL_SCALE = 255.0
+"""The NIP fidelity term is computed on the [0, 255] scale, as in the paper and the authors' toolbox."""
+
+
+@dataclass
+class WorkflowOutput:
+    """What one pass of the workflow produces.
+
+    Attributes:
+        rgb: NIP output ``(N, 3, 2h, 2w)`` in [0, 1].
+        logits: FAN logits ``(N * C, C)`` for every (class, patch) pair, class-major.
+        labels: class index of each row of ``logits``, ``(N * C,)`` int64.
+    """
+
+    rgb: torch.Tensor
+    logits: torch.Tensor
+    labels: torch.Tensor
+
+
+class ResidualNIP(nn.Module):
+    """A pre-trained NIP plus a trainable UNet residual that starts at exactly zero.
+
+    ``out = clip(base(x) + unet(x) - 0.5)``: the UNet's 1x1 head starts with zero weights and bias 0.5, so the
+    output equals the base NIP's until joint training moves it. This gives a NIP with a UNet's capacity (the
+    paper's best F+N pipeline) whose starting fidelity is that of a quickly pre-trained one (the ``quick``
+    preset's INet); the paper's UNet needs hours of pre-training to reach the same fidelity. Used by the
+    ``quick`` preset of :mod:`~neuralimaging.experiments.train_manipulation` (``residual_width``).
+
+    Args:
+        base: the pre-trained NIP ``(N, 4, h, w) -> (N, 3, 2h, 2w)``.
+        width: first-level width of the residual UNet (the paper's UNet has 32).
+
+    Shape:
+        ``(N, 4, h, w) -> (N, 3, 2h, 2w)`` in [0, 1] (clipping passes gradients straight through).
+    """
+
+    def __init__(self, base: nn.Module, width: int = 16) -> None:
+        super().__init__()
+        from neuralimaging.acquisition.nip import UNet
+
+        if width < 1:
+            raise InputError(f"residual UNet width must be >= 1, got {width}")
+        self.base = base
+        self.residual = UNet(width=width)
+        with torch.no_grad():
+            self.residual.head.weight.zero_()
+            self.residual.head.bias.fill_(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from neuralimaging.acquisition.nip import clip_ste
+
+        return clip_ste(self.base(x) + self.residual(x) - 0.5)
+
+
+def manipulate(rgb: torch.Tensor, manipulations: Sequence[nn.Module]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply every manipulation to every patch.
+
+    Args:
+        rgb: developed patches ``(N, 3, H, W)`` in [0, 1].
+        manipulations: the classes in label order (``native`` first); each maps ``(N, 3, H, W)`` to the same
+            shape.
+
+    Returns:
+        ``(N * C, 3, H, W)`` manipulated patches (class-major) and their labels ``(N * C,)``.
+    """
+    if rgb.ndim != 4 or rgb.shape[1] != 3:
+        raise InputError(f"manipulations take RGB patches (N, 3, H, W), got {tuple(rgb.shape)}")
+    outputs = []
+    for index, manipulation in enumerate(manipulations):
+        out = manipulation(rgb)
+        if out.shape != rgb.shape:
+            name = getattr(manipulation, "name", type(manipulation).__name__)
+            raise InputError(f"manipulation {name!r} changed the patch shape {tuple(rgb.shape)} -> {tuple(out.shape)}")
+        outputs.append(out)
+    labels = torch.arange(len(manipulations), device=rgb.device).repeat_interleave(rgb.shape[0])
+    return torch.cat(outputs), labels
+
+
+class Workflow(nn.Module):
+    """NIP -> manipulations -> channel -> FAN.
+
+    Args:
+        nip: RAW-to-RGB network ``(N, 4, h, w) -> (N, 3, 2h, 2w)``.
+        fan: classifier with one output per manipulation class.
+        manipulations: modules in label order, ``native`` (identity) first.
+        channel: the sharing channel (down-sampling + compression), ``(M, 3, H, W) -> (M, 3, H', W')``.
+        fan_bf16: run the FAN under bfloat16 autocast (about 1.4x faster on CPUs with AVX512-BF16; the NIP,
+            manipulations and JPEG stay in float32). Logits are returned in float32.
+    """
+
+    def __init__(
+        self,
+        nip: nn.Module,
+        fan: nn.Module,
+        manipulations: Sequence[nn.Module],
+        channel: nn.Module,
+        *,
+        fan_bf16: bool = False,
+    ) -> None:
+        super().__init__()
+        self.fan_bf16 = bool(fan_bf16)
+        if len(manipulations) < 2:
+            raise InputError(f"the workflow needs at least 2 manipulation classes, got {len(manipulations)}")
+        n_out = getattr(fan, "n_classes", None)
+        if n_out is not None and n_out != len(manipulations):
+            raise InputError(f"the FAN has {n_out} outputs but there are {len(manipulations)} manipulation classes")
+        self.nip = nip
+        self.fan = fan
+        self.manipulations = nn.ModuleList(manipulations)
+        self.channel = channel
+
+    @property
+    def class_names(self) -> list[str]:
+        """Manipulation names in label order."""
+        return [getattr(m, "name", type(m).__name__.lower()) for m in self.manipulations]
+
+    def distribute(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Manipulate developed patches and send them through the channel: ``(N*C, 3, H', W')`` and labels."""
+        manipulated, labels = manipulate(rgb, self.manipulations)
+        return self.channel(manipulated), labels
+
+    def classify(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """FAN logits ``(N*C, C)`` and labels for developed patches ``(N, 3, H, W)``."""
+        shared, labels = self.distribute(rgb)
+        if self.fan_bf16:
+            with torch.autocast(shared.device.type, dtype=torch.bfloat16):
+                logits = self.fan(shared)
+            return logits.float(), labels
+        return self.fan(shared), labels
+
+    def forward(self, rggb: torch.Tensor) -> WorkflowOutput:
+        if rggb.ndim != 4 or rggb.shape[1] != 4:
+            raise InputError(f"the workflow takes RGGB stacks (N, 4, h, w), got {tuple(rggb.shape)}")
+        rgb = self.nip(rggb)
+        logits, labels = self.classify(rgb)
+        return WorkflowOutput(rgb=rgb, logits=logits, labels=labels)
+
+
+def build_workflow(
+    nip: nn.Module,
+    *,
+    manipulations: str | Sequence[nn.Module] = "native,sharpen,gaussian,jpeg,resample",
+    channel: str | nn.Module = "down:2,jpeg:50",
+    fan: nn.Module | None = None,
+    fan_options: dict | None = None,
+    fan_bf16: bool = False,
+) -> Workflow:
+    """Assemble a :class:`Workflow` from names (``manipulations.parse`` / ``Channel.parse`` specs) or modules.
+
+    Args:
+        nip: the (pre-trained) NIP.
+        manipulations: a spec such as ``"native,sharpen,gaussian,jpeg,resample"`` or modules.
+        channel: a spec such as ``"down:2,jpeg:50"`` (``"none"`` switches it off) or a module.
+        fan: a FAN to use; by default a fresh :class:`FAN` with one output per class.
+        fan_options: keyword arguments for the fresh FAN (``constraint_scale``, ...).
+        fan_bf16: run the FAN under bfloat16 autocast (see :class:`Workflow`).
+    """
+    from neuralimaging.distribution import manipulations as manipulation_registry
+    from neuralimaging.distribution.channel import Channel
+
+    mods = manipulation_registry.parse(manipulations) if isinstance(manipulations, str) else list(manipulations)
+    chan = Channel.parse(channel) if isinstance(channel, str) else channel
+    if fan is None:
+        fan = FAN(n_classes=len(mods), **(fan_options or {}))
+    return Workflow(nip, fan, mods, chan, fan_bf16=fan_bf16)
+
+
+def nip_mse(rgb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the NIP output against the standard ISP target on the [0, 255] scale."""
+    if rgb.shape != target.shape:
+        raise InputError(f"NIP output {tuple(rgb.shape)} and target {tuple(target.shape)} differ in shape")
+    return F.mse_loss(rgb * PIXEL_SCALE, target * PIXEL_SCALE)
+
+
+def workflow_loss(
+    out: WorkflowOutput, target: torch.Tensor, lambda_nip: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The paper's joint loss: cross-entropy of the FAN + ``lambda_nip`` x MSE of the NIP (255 scale).
+
+    Returns:
+        The scalar loss to minimise and its parts (``ce``, ``nip_mse``, ``loss``) as floats for logging.
+    """
+    ce = F.cross_entropy(out.logits, out.labels)
+    mse = nip_mse(out.rgb, target)
+    total = ce + lambda_nip * mse if lambda_nip > 0 else ce
+    return total, {"loss": float(total.detach()), "ce": float(ce.detach()), "nip_mse": float(mse.detach())}
+
+
+def lambda_for_distortion(psnr_db: float, share: float = 0.25, n_classes: int = 5) -> float:
+    """A ``lambda_nip`` whose fidelity term starts at ``share`` x the chance-level cross-entropy.
+
+    At the start of joint training the fidelity term is ``lambda * MSE0`` with ``MSE0 = 255^2 10^(-PSNR0/10)``
+    and the cross-entropy is about ``ln C``. The paper's lambda = 0.1 on a ~42.5 dB NIP gives
+    ``0.1 * 3.65 = 0.37``, about a quarter of ``ln 5``; the same lambda on a 23 dB NIP gives 33, which
+    swamps the classification term. Keeping the ratio fixed transfers a lambda between NIPs of different
+    fidelity: ``lambda = share * ln C / MSE0``.
+
+    Args:
+        psnr_db: PSNR of the pre-trained NIP against its target (dB).
+        share: wanted ratio of the fidelity term to the chance-level cross-entropy at the start.
+        n_classes: number of manipulation classes.
+    """
+    import math
+
+    mse0 = PIXEL_SCALE**2 * 10 ** (-psnr_db / 10)
+    return share * math.log(n_classes) / mse0

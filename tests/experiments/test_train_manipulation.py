@@ -1,0 +1,211 @@
+"""F and F+N training on a tiny real dataset: gradients, loss, run directory, resume, evaluation."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+import torch
+
+from neuralimaging.data.dataset import Dataset
+from neuralimaging.data.patches import sample_patches
+from neuralimaging.errors import InputError
+from neuralimaging.experiments.rundir import RunDir, config_hash
+from neuralimaging.experiments.train_manipulation import (
+    PRESETS,
+    _trainable,
+    evaluate,
+    load_joint_nip,
+    load_workflow,
+    resolve_config,
+    train_manipulation,
+    train_step,
+)
+from neuralimaging.experiments.train_nip import load_nip
+from neuralimaging.experiments.workflow import build_workflow
+
+
+def tiny_config(data, nip_run, **overrides) -> dict:
+    config = {
+        "data": str(data),
+        "nip_run": str(nip_run),
+        "preset": "quick",
+        "train": "fan,nip",
+        "lambda_nip": 0.01,
+        "patch": 16,
+        "batch": 4,
+        "epochs": 6,
+        "validate_every": 3,
+        "checkpoint_every": 3,
+        "val_patches": 8,
+        "val_batch": 8,
+        "lr": 1e-3,
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def batch(tiny_dataset):
+    dataset = Dataset.load(tiny_dataset)
+    return sample_patches(dataset.train, 4, 16, np.random.default_rng(0))
+
+
+def _workflow(nip_run, mode: str):
+    torch.manual_seed(0)
+    workflow = build_workflow(load_nip(nip_run)).eval()
+    optimizer = torch.optim.Adam(_trainable(workflow, mode), lr=1e-3)
+    return workflow, optimizer
+
+
+class TestTrainStep:
+    def test_fan_mode_leaves_the_nip_alone(self, tiny_nip_run, batch) -> None:
+        workflow, optimizer = _workflow(tiny_nip_run, "fan")
+        nip_before = [p.detach().clone() for p in workflow.nip.parameters()]
+        fan_before = [p.detach().clone() for p in workflow.fan.parameters()]
+        train_step(workflow, optimizer, *batch, mode="fan", lambda_nip=0.01)
+        assert all(p.grad is None for p in workflow.nip.parameters())
+        assert all(torch.equal(a, b) for a, b in zip(nip_before, workflow.nip.parameters()))
+        assert any(not torch.equal(a, b) for a, b in zip(fan_before, workflow.fan.parameters()))
+
+    def test_joint_mode_trains_the_nip(self, tiny_nip_run, batch) -> None:
+        workflow, optimizer = _workflow(tiny_nip_run, "fan,nip")
+        nip_before = [p.detach().clone() for p in workflow.nip.parameters()]
+        parts = train_step(workflow, optimizer, *batch, mode="fan,nip", lambda_nip=0.01)
+        grads = [p.grad for p in workflow.nip.parameters() if p.requires_grad]
+        assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+        assert sum(float(g.abs().sum()) for g in grads) > 0
+        assert any(not torch.equal(a, b) for a, b in zip(nip_before, workflow.nip.parameters()))
+        assert parts["loss"] == pytest.approx(parts["ce"] + 0.01 * parts["nip_mse"], rel=1e-5)
+
+    @pytest.mark.parametrize("mode", ["fan", "fan,nip"])
+    def test_loss_falls_on_a_fixed_batch(self, tiny_nip_run, batch, mode: str) -> None:
+        workflow, optimizer = _workflow(tiny_nip_run, mode)
+        losses = [train_step(workflow, optimizer, *batch, mode=mode, lambda_nip=0.01)["loss"] for _ in range(12)]
+        assert np.mean(losses[-3:]) < losses[0]
+
+
+class TestConfig:
+    def test_preset_then_user_values(self) -> None:
+        config = resolve_config({"data": "d", "nip_run": "n", "preset": "quick", "batch": 3})
+        assert config["batch"] == 3
+        assert config["patch"] == PRESETS["quick"]["patch"]
+        assert config["train"] == "fan,nip"
+
+    @pytest.mark.parametrize(
+        "bad, match",
+        [
+            ({"train": "nip"}, "train must be"),
+            ({"colour": 1}, "unknown config keys"),
+            ({"patch": 12}, "multiple of 8"),
+            ({"lambda_nip": -1}, "lambda_nip"),
+            ({"preset": "slow"}, "preset"),
+        ],
+    )
+    def test_bad_values(self, bad: dict, match: str) -> None:
+        with pytest.raises(InputError, match=match):
+            resolve_config({"data": "d", "nip_run": "n", **bad})
+
+    def test_mode_spelling_is_normalized(self) -> None:
+        assert resolve_config({"data": "d", "nip_run": "n", "train": "nip, fan"})["train"] == "fan,nip"
+
+
+@pytest.fixture(scope="module")
+def joint_run(tiny_dataset, tiny_nip_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("joint") / "run"
+    summary = train_manipulation(tiny_config(tiny_dataset, tiny_nip_run), out, device="cpu", progress=False)
+    return out, summary
+
+
+class TestTrainManipulation:
+    def test_summary_and_run_directory(self, joint_run) -> None:
+        out, summary = joint_run
+        run = RunDir(out)
+        assert run.read_summary() == summary
+        for key in ("accuracy", "confusion", "psnr", "ssim", "wall_time_s", "config_hash", "psnr_start", "psnr_paid"):
+            assert key in summary
+        assert summary["config_hash"] == config_hash(run.read_config())
+        confusion = np.array(summary["confusion"])
+        assert confusion.shape == (5, 5)
+        assert confusion.sum() == summary["n_validation"] == 8 * 5
+        assert summary["accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum())
+        assert summary["psnr_paid"] == pytest.approx(summary["psnr_start"] - summary["psnr"])
+        metrics = run.read_metrics()
+        assert [m["step"] for m in metrics] == [0, 3, 6]
+        assert run.has_checkpoint()
+
+    def test_rerun_without_resume_refuses(self, joint_run, tiny_dataset, tiny_nip_run) -> None:
+        out, _ = joint_run
+        with pytest.raises(InputError, match="already holds a run"):
+            train_manipulation(tiny_config(tiny_dataset, tiny_nip_run), out, device="cpu", progress=False)
+
+    def test_resume_with_other_config_refuses(self, joint_run, tiny_dataset, tiny_nip_run) -> None:
+        out, _ = joint_run
+        with pytest.raises(InputError, match="config differs"):
+            train_manipulation(tiny_config(tiny_dataset, tiny_nip_run, lambda_nip=0.5), out, resume=True,
+                               device="cpu", progress=False)
+
+    def test_resume_of_a_finished_run_returns_its_summary(self, joint_run, tiny_dataset, tiny_nip_run) -> None:
+        out, summary = joint_run
+        again = train_manipulation(tiny_config(tiny_dataset, tiny_nip_run), out, resume=True, device="cpu",
+                                   progress=False)
+        assert again == RunDir(out).read_summary()
+        assert again["accuracy"] == summary["accuracy"]
+
+    def test_resume_after_kill_matches_uninterrupted(self, joint_run, tiny_dataset, tiny_nip_run, tmp_path) -> None:
+        _, uninterrupted = joint_run
+        config = tiny_config(tiny_dataset, tiny_nip_run)
+        stopped = train_manipulation(config, tmp_path / "run", device="cpu", progress=False, max_steps=3)
+        assert stopped["stopped_at"] == 3
+        assert not RunDir(tmp_path / "run").summary_path.exists()
+        resumed = train_manipulation(config, tmp_path / "run", resume=True, device="cpu", progress=False)
+        assert resumed["confusion"] == uninterrupted["confusion"]
+        assert resumed["psnr"] == pytest.approx(uninterrupted["psnr"], abs=1e-3)
+        assert [m["step"] for m in RunDir(tmp_path / "run").read_metrics()] == [0, 3, 6]
+
+    def test_fan_mode_keeps_nip_fidelity(self, tiny_dataset, tiny_nip_run, tmp_path) -> None:
+        summary = train_manipulation(tiny_config(tiny_dataset, tiny_nip_run, train="fan", epochs=3), tmp_path / "f",
+                                     device="cpu", progress=False)
+        assert summary["mode"] == "fan"
+        assert summary["psnr"] == pytest.approx(summary["psnr_start"], abs=1e-4)
+
+
+class TestLoadJointNip:
+    def test_matches_the_run_workflow_and_has_a_residual(self, joint_run, batch) -> None:
+        out, _ = joint_run
+        nip = load_joint_nip(out)
+        workflow, config = load_workflow(out)
+        assert config["residual_width"] > 0 and hasattr(nip, "residual")
+        with torch.no_grad():
+            torch.testing.assert_close(nip(batch[0]), workflow.nip(batch[0]))
+
+    def test_fan_run_is_refused(self, tiny_dataset, tiny_nip_run, tmp_path) -> None:
+        train_manipulation(tiny_config(tiny_dataset, tiny_nip_run, train="fan", epochs=1, validate_every=1,
+                                       checkpoint_every=1), tmp_path / "f", device="cpu", progress=False)
+        with pytest.raises(InputError, match="not an F\\+N run"):
+            load_joint_nip(tmp_path / "f")
+
+
+class TestEvaluate:
+    @pytest.mark.parametrize("codec, quality", [("libjpeg", None), ("libjpeg", 90), ("differentiable", None)])
+    def test_runs_with_real_codec_and_other_qualities(self, joint_run, codec: str, quality) -> None:
+        out, summary = joint_run
+        result = evaluate(out, codec=codec, quality=quality)
+        assert result["codec"] == codec
+        assert result["quality"] == (50 if quality is None else quality)
+        assert np.array(result["confusion"]).sum() == result["n"] == summary["n_validation"]
+        assert 0.0 <= result["accuracy"] <= 1.0
+        assert result["psnr"] == pytest.approx(summary["psnr"], abs=1e-3)
+
+    def test_differentiable_codec_reproduces_training_validation(self, joint_run) -> None:
+        out, summary = joint_run
+        assert evaluate(out, codec="differentiable")["confusion"] == summary["confusion"]
+
+    @pytest.mark.parametrize("kwargs, match", [({"codec": "png"}, "codec"), ({"quality": 0}, "quality")])
+    def test_bad_arguments(self, joint_run, kwargs: dict, match: str) -> None:
+        with pytest.raises(InputError, match=match):
+            evaluate(joint_run[0], **kwargs)
+
+    def test_not_a_run(self, tmp_path) -> None:
+        with pytest.raises(InputError, match="not a run directory"):
+            evaluate(tmp_path)

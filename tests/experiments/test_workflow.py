@@ -1,0 +1,151 @@
+"""The NIP -> manipulations -> channel -> FAN workflow: shapes, labels, gradients, the joint loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from neuralimaging.acquisition import nip as nips
+from neuralimaging.distribution import manipulations
+from neuralimaging.distribution.channel import Channel
+from neuralimaging.errors import InputError
+from neuralimaging.experiments.workflow import (
+    PIXEL_SCALE,
+    ResidualNIP,
+    Workflow,
+    WorkflowOutput,
+    build_workflow,
+    lambda_for_distortion,
+    manipulate,
+    nip_mse,
+    workflow_loss,
+)
+from neuralimaging.forensics.fan import FAN
+
+SPEC = "native,sharpen,gaussian,jpeg,resample"
+
+
+@pytest.fixture
+def rggb() -> torch.Tensor:
+    gen = torch.Generator().manual_seed(3)
+    return torch.rand(2, 4, 16, 16, generator=gen)
+
+
+class TestManipulate:
+    def test_class_major_labels_and_native_first(self) -> None:
+        rgb = torch.rand(3, 3, 32, 32)
+        mods = manipulations.parse(SPEC)
+        out, labels = manipulate(rgb, mods)
+        assert out.shape == (15, 3, 32, 32)
+        assert labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3 + [4] * 3
+        torch.testing.assert_close(out[:3], rgb)  # native is the identity
+        for c, m in enumerate(mods):
+            torch.testing.assert_close(out[3 * c : 3 * c + 3], m(rgb))
+
+    def test_rejects_non_rgb(self) -> None:
+        with pytest.raises(InputError, match="RGB"):
+            manipulate(torch.rand(2, 4, 8, 8), manipulations.parse(SPEC))
+
+
+class TestWorkflow:
+    @pytest.mark.parametrize("channel", ["down:2,jpeg:50", "none"])
+    def test_shapes(self, rggb: torch.Tensor, channel: str) -> None:
+        wf = build_workflow(nips.create("inet"), manipulations=SPEC, channel=channel)
+        out = wf(rggb)
+        assert isinstance(out, WorkflowOutput)
+        assert out.rgb.shape == (2, 3, 32, 32)
+        assert out.logits.shape == (10, 5)
+        assert out.labels.shape == (10,)
+        assert wf.class_names[0] == "native" and len(wf.class_names) == 5
+
+    def test_channel_reduces_resolution(self, rggb: torch.Tensor) -> None:
+        wf = build_workflow(nips.create("inet"), channel="down:2,jpeg:50")
+        shared, labels = wf.distribute(wf.nip(rggb))
+        assert shared.shape == (10, 3, 16, 16)
+        assert labels.shape == (10,)
+
+    def test_gradient_reaches_nip_through_channel(self, rggb: torch.Tensor) -> None:
+        wf = build_workflow(nips.create("inet"), channel="down:2,jpeg:50")
+        out = wf(rggb)
+        F.cross_entropy(out.logits, out.labels).backward()
+        grads = [p.grad for p in wf.nip.parameters() if p.requires_grad]
+        assert grads and all(g is not None for g in grads)
+        assert sum(float(g.abs().sum()) for g in grads) > 0
+
+    def test_class_count_must_match_fan(self) -> None:
+        with pytest.raises(InputError, match="3 outputs"):
+            Workflow(nips.create("inet"), FAN(n_classes=3), manipulations.parse(SPEC), Channel.parse("none"))
+
+
+class TestLoss:
+    def test_mse_on_255_scale_matches_float64(self) -> None:
+        gen = torch.Generator().manual_seed(0)
+        a, b = torch.rand(2, 3, 8, 8, generator=gen), torch.rand(2, 3, 8, 8, generator=gen)
+        expected = ((a.double() * 255 - b.double() * 255) ** 2).mean()
+        torch.testing.assert_close(nip_mse(a, b).double(), expected, rtol=1e-5, atol=0)
+
+    def test_lambda_zero_is_cross_entropy(self) -> None:
+        logits, labels = torch.randn(10, 5), torch.arange(10) % 5
+        out = WorkflowOutput(rgb=torch.rand(2, 3, 8, 8), logits=logits, labels=labels)
+        total, parts = workflow_loss(out, torch.rand(2, 3, 8, 8), 0.0)
+        torch.testing.assert_close(total, F.cross_entropy(logits, labels))
+        assert parts["nip_mse"] > 0
+
+    @pytest.mark.parametrize("lambda_nip", [1e-3, 0.1, 1.0])
+    def test_joint_loss_is_ce_plus_lambda_mse(self, lambda_nip: float) -> None:
+        gen = torch.Generator().manual_seed(1)
+        rgb, target = torch.rand(2, 3, 8, 8, generator=gen), torch.rand(2, 3, 8, 8, generator=gen)
+        logits, labels = torch.randn(10, 5, generator=gen), torch.arange(10) % 5
+        total, parts = workflow_loss(WorkflowOutput(rgb, logits, labels), target, lambda_nip)
+        expected = F.cross_entropy(logits, labels) + lambda_nip * F.mse_loss(rgb * PIXEL_SCALE, target * PIXEL_SCALE)
+        torch.testing.assert_close(total, expected)
+        assert parts["loss"] == pytest.approx(float(expected), rel=1e-6)
+
+    def test_shape_mismatch(self) -> None:
+        with pytest.raises(InputError, match="differ in shape"):
+            nip_mse(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 4, 4))
+
+
+class TestLambdaForDistortion:
+    def test_fidelity_term_equals_share_of_chance_ce(self) -> None:
+        # The returned lambda times the MSE of a NIP at that PSNR is `share` x ln(C).
+        for psnr in (23.0, 35.0, 42.5):
+            lam = lambda_for_distortion(psnr, share=0.25)
+            mse = 255.0**2 / 10 ** (psnr / 10)
+            assert lam * mse == pytest.approx(0.25 * math.log(5))
+
+    def test_ten_db_means_ten_times_lambda(self) -> None:
+        assert lambda_for_distortion(45.0) / lambda_for_distortion(35.0) == pytest.approx(10.0)
+
+
+class TestResidualNIP:
+    def test_starts_identical_to_base_and_learns(self, rggb: torch.Tensor) -> None:
+        base = nips.create("inet")
+        wrapped = ResidualNIP(base, width=4)
+        torch.testing.assert_close(wrapped(rggb), base(rggb))
+        wrapped(rggb).square().mean().backward()
+        head = wrapped.residual.head
+        assert head.weight.grad is not None and float(head.weight.grad.abs().sum()) > 0
+
+    def test_rejects_bad_width(self) -> None:
+        with pytest.raises(InputError, match="width"):
+            ResidualNIP(nips.create("inet"), width=0)
+
+
+class TestFanBF16:
+    def test_logits_close_to_float32_and_gradients_flow(self, rggb: torch.Tensor) -> None:
+        torch.manual_seed(0)
+        wf = build_workflow(nips.create("inet"), channel="down:2,jpeg:50")
+        rgb = wf.nip(rggb).detach()
+        with torch.no_grad():
+            reference, _ = wf.classify(rgb)
+        wf.fan_bf16 = True
+        logits, labels = wf.classify(rgb)
+        assert logits.dtype == torch.float32
+        scale = float(reference.abs().max())
+        torch.testing.assert_close(logits, reference, atol=0.05 * scale, rtol=0)
+        F.cross_entropy(logits, labels).backward()
+        assert all(p.grad is not None for p in wf.fan.parameters())
