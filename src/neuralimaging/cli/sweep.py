@@ -1,0 +1,80 @@
+"""``neuralimaging sweep run|status``: a grid of training runs, locally or on a Ray cluster."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+
+from neuralimaging.device import resolve_device
+from neuralimaging.experiments import sweep as sweep_lib
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser("sweep", parents=[common], help="run a grid of training runs (locally or on Ray)")
+    commands = parser.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND", required=True)
+
+    run = commands.add_parser(
+        "run", parents=[common], help="run (or resume) every run of a sweep file",
+        description="Expand SWEEP.yaml into runs under RUNS_DIR and run them: finished runs are skipped, "
+        "interrupted ones resume from their checkpoints, a failing run is recorded and the others go on.",
+    )
+    run.add_argument("sweep_file", metavar="SWEEP.yaml", help="the sweep file (see examples/sweeps/)")
+    run.add_argument("--out", required=True, metavar="RUNS_DIR", help="folder for the run folders")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=1, metavar="N", help="local processes at once (default 1)")
+    where.add_argument("--ray", metavar="ADDRESS", help="run each run as a Ray task on this cluster ('local': start one here)")
+    run.add_argument("--skip-failed", action="store_true", help="leave failed runs failed instead of retrying them")
+    run.add_argument("--only", action="append", metavar="NAME", help="run just this run (or name prefix); repeatable")
+    run.add_argument("--dry-run", action="store_true", help="list the runs and their configs without running")
+    run.set_defaults(func=run_command)
+
+    status = commands.add_parser("status", parents=[common], help="done / running / failed / pending runs of a runs folder")
+    status.add_argument("runs_dir", metavar="RUNS_DIR")
+    status.add_argument("--json", action="store_true", help="print a JSON list")
+    status.set_defaults(func=status_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    resolve_device(args.device)  # fail early on --device cuda without CUDA
+    sweep = sweep_lib.load_sweep(args.sweep_file, runs_dir=args.out)
+    if args.dry_run:
+        for spec in sweep.runs:
+            print(f"{spec.name}  [{spec.task}]  {json.dumps(spec.config, sort_keys=True)}")
+        print(f"{len(sweep.runs)} runs")
+        return 0
+    start = time.perf_counter()
+    total = len(sweep.runs if not args.only else [r for r in sweep.runs if any(r.name == p or r.name.startswith(p.rstrip('/') + '/') for p in args.only)])
+    seen = [0]
+
+    def show(outcome: sweep_lib.RunOutcome) -> None:
+        seen[0] += 1
+        extra = f" ({outcome.wall_time_s:.1f} s{', resumed' if outcome.resumed else ''})" if outcome.status in ("done", "failed", "incomplete") and outcome.wall_time_s else ""
+        reason = f": {outcome.error}" if outcome.error else ""
+        print(f"[{seen[0]}/{total}] {outcome.status:<10} {outcome.name}{extra}{reason}", file=sys.stderr, flush=True)
+
+    outcomes = sweep_lib.run_sweep(
+        sweep, args.out, workers=args.workers, ray_address=args.ray, device=args.device,
+        retry_failed=not args.skip_failed, only=args.only, on_outcome=show,
+    )
+    counts = Counter(o.status for o in outcomes)
+    wall = time.perf_counter() - start
+    print(f"sweep {sweep.name}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f" in {wall:.1f} s; runs in {args.out}")
+    return 1 if counts.get("failed") else 0
+
+
+def status_command(args: argparse.Namespace) -> int:
+    states = sweep_lib.sweep_status(args.runs_dir)
+    if args.json:
+        print(json.dumps([s.__dict__ for s in states], indent=2))
+        return 0
+    width = max([len(s.name) for s in states] + [3])
+    for s in states:
+        note = " (resumable)" if s.resumable and s.state in ("pending", "failed") else ""
+        error = f"  {s.error}" if s.error else ""
+        print(f"{s.name:<{width}}  {s.state}{note}{error}")
+    counts = Counter(s.state for s in states)
+    print(", ".join(f"{k} {counts.get(k, 0)}" for k in ("done", "running", "failed", "pending")) + f" (of {len(states)})")
+    return 0

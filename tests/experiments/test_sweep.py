@@ -1,0 +1,218 @@
+"""Sweeps: expansion and stable names, skip-finished and resume, failure isolation, status, Ray and processes.
+
+Runs are real tiny NIP pre-trainings (``train_nip``) on helper C's ``tiny_dataset``; the failing run fails for
+real (a dataset folder that does not exist).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from neuralimaging.errors import InputError
+from neuralimaging.experiments import sweep as sw
+from neuralimaging.experiments.rundir import RunDir
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sweeps"
+
+# A NIP pre-training that takes a second or two on one core (helper C's quick preset, shrunk).
+TINY_NIP = {
+    "preset": "quick", "nip": "inet", "batch": 2, "patch": 16, "val_patch": 16, "val_patches": 4,
+    "steps_per_epoch": 1, "max_epochs": 4, "val_every": 2, "lr": 1e-3, "lr_schedule": "constant",
+    "max_time_s": None,
+}
+
+
+def _nip_sweep(data, nips=("inet",), reps: int = 1, **extra) -> dict:
+    return {"name": "t", "task": "nip", "config": {**TINY_NIP, "data": str(data), **extra},
+            "grid": {"nip": list(nips)}, "repetitions": reps}
+
+
+# -- expansion and naming ---------------------------------------------------------------------------------
+class TestExpand:
+    def test_paper_grid(self, tmp_path) -> None:
+        sweep = sw.load_sweep(EXAMPLES / "paper.yaml", runs_dir=tmp_path)
+        joint = [r for r in sweep.runs if r.stage == "joint"]
+        pre = [r for r in sweep.runs if r.stage == "pretrain"]
+        # 4 cameras x 3 NIPs x (F + 10 lambdas) x 10 repetitions (paper section 5.2, supplement Table 1)
+        assert len(joint) == 4 * 3 * 11 * 10
+        assert len(pre) == 4 * 3
+        assert len({r.name for r in sweep.runs}) == len(sweep.runs)
+        assert sweep.stages() == ["pretrain", "joint"]
+        pattern = re.compile(r"joint/[a-z0-9-]+/(inet|unet|dnet)/(F|FN/ln-\d\.\d{4})/\d{3}")
+        assert all(pattern.fullmatch(r.name) for r in joint)
+        assert all(r.resources == {"num_cpus": 4, "num_gpus": 1} for r in sweep.runs)
+
+    def test_names_and_configs(self, tmp_path) -> None:
+        source = {
+            "task": "manipulation",
+            "config": {"preset": "quick", "data": "{sweep_dir}/d/{camera}", "nip_run": "{runs}/pre/{camera}/{nip}",
+                       "seed": 7},
+            "grid": {"camera": ["d90"], "nip": ["unet"], "mode": ["F", "F+N"], "lambda_nip": [0.1, 0.0005]},
+            "repetitions": 3,
+        }
+        sweep = sw.expand(source, runs_dir=tmp_path / "runs", sweep_dir=tmp_path)
+        names = [r.name for r in sweep.runs]
+        assert names == (
+            [f"d90/unet/F/{i:03d}" for i in range(3)]
+            + [f"d90/unet/FN/ln-0.1000/{i:03d}" for i in range(3)]
+            + [f"d90/unet/FN/ln-0.0005/{i:03d}" for i in range(3)]
+        )
+        f_run, fn_run = sweep.runs[1], sweep.runs[4]
+        assert f_run.config == {"preset": "quick", "data": f"{tmp_path}/d/d90", "nip_run": f"{tmp_path}/runs/pre/d90/unet",
+                                "seed": 8, "train": "fan"}
+        assert fn_run.config["train"] == "fan,nip" and fn_run.config["lambda_nip"] == 0.1 and fn_run.config["seed"] == 8
+        assert "nip" not in fn_run.config and "camera" not in fn_run.config  # labels only for this task
+        assert fn_run.axes == {"camera": "d90", "nip": "unet", "mode": "F+N", "lambda_nip": 0.1, "repetition": 1}
+        # stable: the same file expands to the same names and configs
+        again = sw.expand(source, runs_dir=tmp_path / "runs", sweep_dir=tmp_path)
+        assert again.runs == sweep.runs
+
+    def test_mapping_values_and_dotted_axes(self, tmp_path) -> None:
+        source = {"task": "nip", "config": {"nip_options": {"width": 8}},
+                  "grid": {"camera": [{"name": "Canon 40D", "data": "/x/canon"}], "nip_options.width": [8, 16], "lr": [0.001]}}
+        runs = sw.expand(source, runs_dir=tmp_path).runs
+        assert [r.name for r in runs] == ["Canon-40D/nip_options.width-8/lr-0.001/000", "Canon-40D/nip_options.width-16/lr-0.001/000"]
+        assert runs[1].config == {"nip_options": {"width": 16}, "data": "/x/canon", "lr": 0.001, "seed": 0}
+
+    @pytest.mark.parametrize(
+        "source, message",
+        [
+            ({"grid": {"mode": ["G"]}}, "mode must be one of"),
+            ({"grid": {"lambda_nip": [-1]}}, "lambda_nip values must be numbers >= 0"),
+            ({"grid": {"nip": []}}, "non-empty list"),
+            ({"grid": {"nip": ["a", "a"]}}, "same name"),
+            ({"repetitions": 0}, "repetitions must be an integer >= 1"),
+            ({"task": "bogus"}, "task must be one of"),
+            ({"colour": 1}, "unknown keys"),
+            ({"stages": [{"name": "a"}, {"name": "a"}]}, "share the name"),
+            ({"stages": [{"name": "a/b"}]}, "stage name"),
+            ([1, 2], "must be a YAML mapping"),
+        ],
+    )
+    def test_bad_sweeps(self, source, message, tmp_path) -> None:
+        with pytest.raises(InputError, match=message):
+            sw.expand(source, runs_dir=tmp_path)
+
+    def test_bad_yaml_names_file(self, tmp_path) -> None:
+        path = tmp_path / "bad.yaml"
+        path.write_text("grid: [unclosed\n")
+        with pytest.raises(InputError, match="bad.yaml: not valid YAML"):
+            sw.load_sweep(path, runs_dir=tmp_path)
+
+
+# -- execution -------------------------------------------------------------------------------------------
+def test_skip_finished_and_resume_interrupted(tiny_dataset, tmp_path) -> None:
+    runs = tmp_path / "runs"
+    # the first execution stops after 2 of 4 steps (train_nip's max_steps: a simulated kill with a checkpoint)
+    interrupted = sw.expand(_nip_sweep(tiny_dataset, max_steps=2), runs_dir=runs)
+    [outcome] = sw.run_sweep(interrupted, runs)
+    assert outcome.status == "incomplete" and not outcome.resumed
+    state = sw.run_state(runs / "inet/000", "inet/000")
+    assert state.state == "pending" and state.resumable
+    assert [s.state for s in sw.sweep_status(runs)] == ["pending"]
+
+    full = sw.expand(_nip_sweep(tiny_dataset), runs_dir=runs)
+    [outcome] = sw.run_sweep(full, runs)
+    assert outcome.status == "done" and outcome.resumed
+    summary = RunDir(runs / "inet/000").read_summary()
+    assert summary["steps"] == 4
+    assert [r["step"] for r in RunDir(runs / "inet/000").read_metrics()] == [0, 2, 4]
+
+    mtime = (runs / "inet/000/summary.json").stat().st_mtime_ns
+    [outcome] = sw.run_sweep(full, runs)
+    assert outcome.status == "skipped"
+    assert (runs / "inet/000/summary.json").stat().st_mtime_ns == mtime
+    assert [s.state for s in sw.sweep_status(runs)] == ["done"]
+
+
+def test_failing_run_is_isolated(tiny_dataset, tmp_path) -> None:
+    runs = tmp_path / "runs"
+    source = _nip_sweep(tiny_dataset)
+    source["grid"] = {"camera": [{"name": "missing", "data": str(tmp_path / "no-such-dataset")},
+                                 {"name": "tiny", "data": str(tiny_dataset)}]}
+    sweep = sw.expand(source, runs_dir=runs)
+    outcomes = {o.name: o for o in sw.run_sweep(sweep, runs)}
+    assert outcomes["missing/000"].status == "failed"
+    assert "no-such-dataset" in outcomes["missing/000"].error
+    assert outcomes["tiny/000"].status == "done"
+    error = (runs / "missing/000/error.txt").read_text()
+    assert "Traceback" in error and "no-such-dataset" in error
+    states = {s.name: s for s in sw.sweep_status(runs)}
+    assert states["missing/000"].state == "failed" and "no-such-dataset" in states["missing/000"].error
+    assert states["tiny/000"].state == "done"
+    assert not (runs / "missing/000/.running").exists()
+    # --skip-failed leaves it failed; the default retries it (and it fails again, for real)
+    skipped = {o.name: o.status for o in sw.run_sweep(sweep, runs, retry_failed=False)}
+    assert skipped == {"missing/000": "failed", "tiny/000": "skipped"}
+    assert (runs / "missing/000/error.txt").read_text() == error
+    again = {o.name: o.status for o in sw.run_sweep(sweep, runs)}
+    assert again == {"missing/000": "failed", "tiny/000": "skipped"}
+
+
+def test_running_state_and_busy(tiny_dataset, tmp_path) -> None:
+    runs = tmp_path / "runs"
+    [spec] = sw.expand(_nip_sweep(tiny_dataset), runs_dir=runs).runs
+    folder = runs / spec.name
+    folder.mkdir(parents=True)
+    with sw._Heartbeat(folder):  # another executor holds the run
+        assert sw.run_state(folder).state == "running"
+        assert sw.execute_run(spec, runs).status == "busy"
+    assert sw.run_state(folder).state == "pending"
+    lock = json.dumps({"host": "gone", "pid": 1})
+    (folder / sw.LOCK_FILE).write_text(lock)  # a heartbeat left by a killed executor goes stale
+    import os
+    import time
+
+    old = time.time() - 2 * sw.STALE_AFTER_S
+    os.utime(folder / sw.LOCK_FILE, (old, old))
+    assert sw.run_state(folder).state == "pending"
+    assert sw.execute_run(spec, runs).status == "done"
+
+
+def test_stages_and_only(tiny_dataset, tmp_path) -> None:
+    """Stages run in file order (the joint stage of ``tiny_sweep_runs`` reads the pre-trained NIP of the first
+    stage); ``only`` selects runs by name prefix."""
+    runs = tmp_path / "runs"
+    first = {k: v for k, v in _nip_sweep(tiny_dataset).items() if k in ("task", "config", "grid")}
+    source = {"stages": [{"name": "a", **first}, {"name": "b", **first}]}
+    sweep = sw.expand(source, runs_dir=runs)
+    assert [r.name for r in sweep.runs] == ["a/inet/000", "b/inet/000"]
+    outcomes = sw.run_sweep(sweep, runs, only=["b"])
+    assert [o.name for o in outcomes] == ["b/inet/000"]  # --only selects by name prefix
+    outcomes = sw.run_sweep(sweep, runs)
+    assert [(o.name, o.status) for o in outcomes] == [("a/inet/000", "done"), ("b/inet/000", "skipped")]
+
+
+def test_ray_local_two_runs(tiny_dataset, tmp_path) -> None:
+    ray = pytest.importorskip("ray")
+    runs = tmp_path / "runs"
+    sweep = sw.expand({**_nip_sweep(tiny_dataset, reps=2), "resources": {"num_cpus": 1}}, runs_dir=runs)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        outcomes = sw.run_sweep(sweep, runs, ray_address="local")
+    finally:
+        ray.shutdown()
+    assert sorted(o.name for o in outcomes) == ["inet/000", "inet/001"]
+    assert all(o.status == "done" for o in outcomes), outcomes
+    for name, seed in (("inet/000", 0), ("inet/001", 1)):
+        assert RunDir(runs / name).read_config()["seed"] == seed
+        assert RunDir(runs / name).read_summary()["steps"] == 4
+    # seeds differ, so the repetitions differ
+    assert RunDir(runs / "inet/000").read_summary()["psnr"] != RunDir(runs / "inet/001").read_summary()["psnr"]
+
+
+@pytest.mark.slow  # two spawned processes importing torch: ~15-30 s on the shared 2-core machine
+def test_worker_processes(tiny_dataset, tmp_path) -> None:
+    runs = tmp_path / "runs"
+    source = _nip_sweep(tiny_dataset)
+    source["grid"] = {"camera": [{"name": "missing", "data": str(tmp_path / "nothing")},
+                                 {"name": "tiny", "data": str(tiny_dataset)}]}
+    sweep = sw.expand(source, runs_dir=runs)
+    outcomes = {o.name: o.status for o in sw.run_sweep(sweep, runs, workers=2)}
+    assert outcomes == {"missing/000": "failed", "tiny/000": "done"}
+    assert yaml.safe_load((runs / "tiny/000/config.yaml").read_text())["data"] == str(tiny_dataset)
