@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from neuralimaging.cli import main
+from neuralimaging.experiments.demo import demo_sweep_path
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sweeps"
 
@@ -40,8 +41,10 @@ def test_dry_run_lists_the_paper_grid(capsys, tmp_path) -> None:
 
 
 def test_demo_sweep_expands(capsys, tmp_path) -> None:
-    assert main(["sweep", "run", str(EXAMPLES / "demo.yaml"), "--out", str(tmp_path / "runs"), "--dry-run"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].endswith(" runs")
+    assert main(["sweep", "run", str(demo_sweep_path()), "--out", str(tmp_path / "runs"), "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "3 runs"
+    assert out[0].startswith("pretrain/nikon-d90/")
 
 
 def test_failures_status_results_report(failing_sweep, tmp_path, capsys) -> None:
@@ -83,7 +86,7 @@ def test_failures_status_results_report(failing_sweep, tmp_path, capsys) -> None
 def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("stages:\n  - {name: a, grid: {mode: [X]}}\n")
-    argv = [a.format(tmp=tmp_path, bad=bad, demo=EXAMPLES / "demo.yaml") for a in argv]
+    argv = [a.format(tmp=tmp_path, bad=bad, demo=demo_sweep_path()) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"neuralimaging {argv[0]}: error: ") and message in err

@@ -69,6 +69,8 @@ def run_demo(
     photos: str = "default",
     device: str = "auto",
     sweep_file: str | os.PathLike[str] | None = None,
+    shots_per_photo: int = 16,
+    size: str | tuple[int, int] | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Run the demo into ``out_dir`` and return its summary (see :func:`summarize`) plus paths and timings.
@@ -80,6 +82,8 @@ def run_demo(
         device: ``auto``, ``cpu`` or ``cuda``.
         sweep_file: another sweep file to run instead of the packaged demo sweep (its ``data`` is expected at
             ``{runs}/../data``).
+        shots_per_photo: virtual-camera shots per photo.
+        size: sensor size ``(H, W)`` or ``"HxW"`` (default: the camera profile's).
         log: called with one line per step (the CLI prints them).
     """
     out = Path(out_dir)
@@ -87,7 +91,7 @@ def run_demo(
 
     start = time.perf_counter()
     log(f"1/4 virtual camera {camera}: synthesizing RAW shots from {photos} photos into {out / 'raw'}")
-    shots = synthesize(photos, camera, out / "raw")
+    shots = synthesize(photos, camera, out / "raw", shots_per_photo=shots_per_photo, size=size)
     log(f"    {len(shots)} DNG shots")
     timings["synthesize_s"] = time.perf_counter() - start
 
@@ -106,7 +110,7 @@ def run_demo(
         sweep,
         runs_dir,
         device=device,
-        on_outcome=lambda outcome: log(f"    {outcome.name}: {outcome.status}"),
+        on_outcome=lambda outcome: log(f"    run {outcome.name}: {outcome.status}"),
     )
     timings["train_s"] = time.perf_counter() - start
 
