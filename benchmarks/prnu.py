@@ -6,9 +6,11 @@ Speed (1-Mpx images, 1024x1024 RGB, float32 in [0, 1]):
   median over repeats, grey and per-channel.
 
 Quality (correlation of the estimated with the true K):
-- synthetic RGB camera ``clip(X (1 + K) + N(0, 0.01^2))``, K ~ N(0, 0.01^2), X random crops of the bundled
-  photos enlarged to 1024x1024 (the setting of the prnu-python figure in the peer facts), next to the
-  oracle that knows the clean X (``W = Y - X``: the best any denoiser can do on these images);
+- synthetic RGB camera ``clip(X (1 + K) + N(0, 0.01^2))``, K ~ N(0, 0.01^2), X the bundled photos framed
+  anew for every shot (:func:`prnu.synthetic_shots`: random zoom, crop, quarter turn, mirror) at 1024x1024
+  (the setting of the prnu-python figure in the peer facts), next to the oracle that knows the clean X
+  (``W = Y - X``: the best any denoiser can do on these images) and the denoiser's content leak (the
+  fingerprint of the clean shots);
 - virtual-camera DNGs (:mod:`neuralimaging.acquisition.virtual_camera`, nikon-d90 at 1024x1024) developed
   with the python ISP: PRNU on the Bayer mosaic, demosaiced, gamma; compared with the true K and with K as
   the ISP passes it on (a flat grey mosaic developed with and without ``1 + K``); plus PCE against 10 other
@@ -18,6 +20,7 @@ Quality (correlation of the estimated with the true K):
     python benchmarks/prnu.py --skip-virtual  # speed and the synthetic camera only
     python benchmarks/prnu.py --skip-speed    # quality only
     python benchmarks/prnu.py --json out.json
+    python benchmarks/prnu.py --skip-speed --skip-virtual --noise 0.0025  # a quieter synthetic camera
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ def speed(shots: list[np.ndarray], repeats: int) -> dict:
 
 
 def synthetic(photos: list[np.ndarray], k: np.ndarray, shots: list[np.ndarray]) -> dict:
-    clean = prnu.synthetic_shots(photos, np.zeros_like(k), len(shots), noise=0.0, seed=3)  # same crops, no K
+    clean = prnu.synthetic_shots(photos, np.zeros_like(k), len(shots), noise=0.0, seed=3)  # same framing, no K
     gray = [prnu.to_gray(s) for s in shots]
     gray_clean = [prnu.to_gray(c) for c in clean]
     oracle = sum((y - x) * y for y, x in zip(gray, gray_clean, strict=True)) / sum(y * y for y in gray)
@@ -80,6 +83,10 @@ def synthetic(photos: list[np.ndarray], k: np.ndarray, shots: list[np.ndarray]) 
     for sigma in (3.0, 5.0):
         for color in ("gray", "rgb"):
             out[f"sigma{sigma:g}_{color}"] = prnu.ncc(prnu.fingerprint(shots, sigma=sigma, color=color), k)
+        # what the denoiser leaks of the scene: the "fingerprint" of the clean shots (no K, no noise), as a
+        # fraction of the true K's standard deviation
+        leak = prnu.fingerprint(clean, sigma=sigma)
+        out[f"sigma{sigma:g}_content_leak_std_over_k_std"] = float(leak.std() / k.std())
     return out
 
 
@@ -128,11 +135,12 @@ def main() -> None:
     parser.add_argument("--skip-virtual", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--noise", type=float, default=0.01, help="additive noise std of the synthetic camera")
     args = parser.parse_args()
 
     photos = [load_photo(p) for p in bundled_photos()]
     k = np.random.default_rng(1).normal(0, 0.01, (SIZE, SIZE)).astype(np.float32)
-    shots = prnu.synthetic_shots(photos, k, 30, seed=3)
+    shots = prnu.synthetic_shots(photos, k, 30, noise=args.noise, seed=3)
     results: dict = {"cpu_threads": len(os.sched_getaffinity(0))}
     if not args.skip_speed:
         results["speed"] = speed(shots, args.repeats)

@@ -99,7 +99,7 @@ class TestFingerprint:
     def test_correlates_with_true_k(self, cameras, color) -> None:
         k = prnu.fingerprint(cameras["train"], color=color)
         assert k.shape == (SIZE, SIZE) and k.dtype == np.float32
-        assert prnu.ncc(k, cameras["k_a"]) > 0.6  # 0.72 (gray) / 0.73 (rgb) measured
+        assert prnu.ncc(k, cameras["k_a"]) > 0.7  # 0.757 (gray) / 0.767 (rgb) measured
         assert abs(prnu.ncc(k, cameras["k_b"])) < 0.05
 
     def test_maximum_likelihood_formula_with_saturation(self, cameras) -> None:
@@ -146,11 +146,37 @@ class TestFingerprint:
             prnu.fingerprint(cameras["train"][:2], color="yuv")  # type: ignore[arg-type]
 
 
+class TestSyntheticShots:
+    def test_every_shot_framed_anew(self, photos) -> None:
+        """Shots of one photo never share pixel-aligned content (it would add up coherently in K)."""
+        zero = np.zeros((SIZE, SIZE), np.float32)
+        clean = prnu.synthetic_shots(photos[:2], zero, 8, noise=0.0, seed=4)
+        assert all(s.shape == (3, SIZE, SIZE) and s.dtype == np.float32 for s in clean)
+        for i in range(len(clean)):
+            for j in range(i + 1, len(clean)):
+                assert np.abs(clean[i] - clean[j]).mean() > 0.01
+        again = prnu.synthetic_shots(photos[:2], zero, 8, noise=0.0, seed=4)
+        np.testing.assert_array_equal(np.stack(clean), np.stack(again))
+
+    def test_follows_the_sensor_model(self, photos) -> None:
+        k = np.random.default_rng(0).normal(0, 0.01, (64, 96)).astype(np.float32)
+        clean = prnu.synthetic_shots(photos, np.zeros_like(k), 3, noise=0.0, seed=5)
+        shots = prnu.synthetic_shots(photos, k, 3, noise=0.0, seed=5)
+        for x, y in zip(clean, shots, strict=True):
+            np.testing.assert_allclose(y, np.clip(x * (1 + k), 0, 1), atol=1e-6)
+
+    def test_bad_arguments(self, photos) -> None:
+        with pytest.raises(InputError, match="zoom"):
+            prnu.synthetic_shots(photos, np.zeros((32, 32), np.float32), 2, zoom=0.5)
+        with pytest.raises(InputError, match="photo"):
+            prnu.synthetic_shots([], np.zeros((32, 32), np.float32), 2)
+
+
 class TestMatching:
     def test_same_camera_far_above_threshold_other_below(self, cameras, fingerprint_a) -> None:
         same = [prnu.match(fingerprint_a, img) for img in cameras["test_a"]]
         other = [prnu.match(fingerprint_a, img) for img in cameras["test_b"]]
-        assert min(r.pce for r in same) > 10 * prnu.PCE_THRESHOLD  # 2132-5993 measured, other camera -0.1..2.3
+        assert min(r.pce for r in same) > 10 * prnu.PCE_THRESHOLD  # 1684-4202 measured, other camera -0.9..1.5
         assert all(r.same_camera and r.peak == (0, 0) for r in same)
         assert max(r.pce for r in other) < prnu.PCE_THRESHOLD
         assert min(r.ncc for r in same) > 5 * max(abs(r.ncc) for r in other)

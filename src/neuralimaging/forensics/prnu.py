@@ -558,41 +558,52 @@ def synthetic_shots(
     n: int,
     *,
     noise: float = 0.01,
+    zoom: float = 1.5,
     seed: int = 0,
 ) -> list[np.ndarray]:
     """Shots of a synthetic camera with PRNU ``k``: ``clip(X (1 + K) + N(0, noise^2))`` (Chen et al. 2008, eq. 1).
 
-    ``X`` is a random square crop (the size of ``k``; photos smaller than that are first enlarged, bicubic)
-    of a randomly chosen photo, mirrored at random. This tests estimators where the true K is known without
-    a RAW pipeline; :mod:`neuralimaging.acquisition.virtual_camera` does the same through a sensor model.
+    Every shot frames its scene anew, as a hand-held camera does: the photos are used in turn (a fresh
+    random order for every round), each enlarged (bicubic) by a random factor between the smallest that
+    covers ``k`` (1 for photos that already do) and ``zoom`` times that, cropped at a random place, turned by
+    a random multiple of 90 degrees (square ``k``; 0 or 180 otherwise) and mirrored at random. So shots
+    practically never share pixel-aligned content, which would make the denoiser's content leak add up
+    coherently in a fingerprint. This tests estimators where the true K is known without a RAW pipeline;
+    :mod:`neuralimaging.acquisition.virtual_camera` does the same through a sensor model.
 
     Args:
         photos: ``uint8 (H, W, 3)`` photographs (e.g. :func:`neuralimaging.data.photos.load_photo`).
-        k: true PRNU factor ``(S, S)``, typically ``N(0, 0.01^2)``.
+        k: true PRNU factor ``(S, S')``, typically ``N(0, 0.01^2)``.
         n: number of shots.
         noise: standard deviation of the additive noise (image units).
-        seed: seed of the crops, flips and noise.
+        zoom: largest extra enlargement (>= 1; 1 keeps the covering size).
+        seed: seed of the framing and the noise.
 
     Returns:
-        ``n`` float32 ``(3, S, S)`` images in [0, 1].
+        ``n`` float32 ``(3, S, S')`` images in [0, 1].
     """
     from PIL import Image
 
     if not photos:
         raise InputError("synthetic_shots: needs at least one photo")
+    if zoom < 1.0:
+        raise InputError(f"synthetic_shots: zoom must be >= 1, got {zoom}")
     k = np.asarray(k, dtype=np.float32)
     size_y, size_x = k.shape
     rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(len(photos)) for _ in range(n // len(photos) + 1)])[:n]
     shots = []
-    for _ in range(n):
-        photo = photos[int(rng.integers(len(photos)))]
+    for index in order:
+        photo = photos[int(index)]
         h, w = photo.shape[:2]
-        scale = max(size_y / h, size_x / w, 1.0)
-        if scale > 1.0:
-            h, w = max(size_y, math.ceil(h * scale)), max(size_x, math.ceil(w * scale))
+        scale = max(size_y / h, size_x / w, 1.0) * float(rng.uniform(1.0, zoom))
+        h, w = max(size_y, math.ceil(h * scale)), max(size_x, math.ceil(w * scale))
+        if (h, w) != photo.shape[:2]:
             photo = np.asarray(Image.fromarray(photo).resize((w, h), Image.BICUBIC))
         top, left = int(rng.integers(h - size_y + 1)), int(rng.integers(w - size_x + 1))
         crop = photo[top : top + size_y, left : left + size_x].transpose(2, 0, 1).astype(np.float32) / 255.0
+        turns = int(rng.integers(4)) if size_y == size_x else 2 * int(rng.integers(2))
+        crop = np.rot90(crop, turns, axes=(1, 2))
         if rng.random() < 0.5:
             crop = crop[:, :, ::-1]
         shot = crop * (1.0 + k) + rng.normal(0.0, noise, crop.shape).astype(np.float32)
