@@ -59,10 +59,11 @@ def test_tiny_run_lowers_the_loss_and_writes_the_run_dir(tiny_nip_run, tiny_data
     assert again["psnr"] == pytest.approx(summary["psnr"], abs=1e-4)
 
 
-@pytest.mark.parametrize(("name", "options"), [("inet", {}), ("dnet", {"width": 8, "depth": 3})])
+@pytest.mark.parametrize(("name", "options"), [("inet", {}), ("dnet", {"width": 8, "depth": 3}),
+                                               ("unet", {"width": 4, "baseline": "inet"})])
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, tiny_dataset, tiny_nip_config, name, options):
     config = {**tiny_nip_config, "data": str(tiny_dataset), "nip": name, "nip_options": options,
-              "max_epochs": 12, "val_every": 4, "lr_schedule": "cosine", "lr_min": 1e-5}
+              "max_epochs": 12, "val_every": 4, "lr_schedule": "cosine", "lr_min": 1e-5, "baseline_lr": 1e-2}
     full = train_nip(config, tmp_path / "full", device="cpu", progress=False)
     killed = train_nip({**config, "max_steps": 6}, tmp_path / "killed", device="cpu", progress=False)
     assert killed["stopped"] == "max_steps" and killed["steps"] == 6
@@ -112,6 +113,33 @@ def test_make_config():
         make_config({"batch": 0})
     with pytest.raises(InputError, match="amp"):
         make_config({"amp": "fp16"})
+
+
+def test_quick_preset_settings_follow_the_nip():
+    """The quick preset's default NIP is a width-16 UNet over an INet; ``--nip inet`` gets INet's settings."""
+    unet = make_config(preset="quick")
+    assert unet["nip"] == "unet" and unet["nip_options"] == {"width": 16, "baseline": "inet"}
+    assert unet["baseline_lr"] == PRESETS["quick"]["baseline_lr"] and "by_nip" not in unet
+    inet = make_config({"nip": "inet"}, preset="quick")
+    assert inet["nip_options"] == {} and inet["lr"] == PRESETS["quick"]["by_nip"]["inet"]["lr"] != unet["lr"]
+    assert make_config({"nip": "inet", "lr": 0.5}, preset="quick")["lr"] == 0.5  # the user's overrides win
+    nip.create(inet["nip"], **inet["nip_options"])  # the per-NIP options build the model
+
+
+def test_baseline_lr_and_time_based_cosine():
+    from neuralimaging.experiments.train_nip import _lr_at, _param_groups
+
+    config = make_config({"nip": "unet", "nip_options": {"width": 4, "baseline": "inet"}, "lr": 1e-3,
+                          "baseline_lr": 1e-2, "lr_schedule": "cosine", "lr_min": 0.0, "max_epochs": 100})
+    groups = _param_groups(nip.create("unet", width=4, baseline="inet"), config)
+    assert [sum(p.numel() for p in g["params"]) for g in groups][1] == 321
+    assert [g["lr_scale"] for g in groups] == pytest.approx([1.0, 10.0])
+    assert len(_param_groups(nip.create("inet"), config)) == 1
+    assert _lr_at(config, 50, elapsed_s=1e6) == pytest.approx(5e-4)  # epoch-based unless lr_by_time
+    timed = {**config, "lr_by_time": True, "max_time_s": 10.0}
+    assert _lr_at(timed, 50, elapsed_s=0.0) == pytest.approx(5e-4)
+    assert _lr_at(timed, 0, elapsed_s=5.0) == pytest.approx(5e-4)
+    assert _lr_at(timed, 10, elapsed_s=20.0) == pytest.approx(0.0)
 
 
 def test_nip_loss_is_mse_on_the_255_scale():

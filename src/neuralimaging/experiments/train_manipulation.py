@@ -19,12 +19,13 @@ Choosing ``lambda_nip`` (how it relates to the NIP's starting distortion): the f
   lambda whose starting term is a given share (0.25 = the paper's 0.1) of ln C. On a 30 dB NIP the paper's
   grid 1e-4 .. 1 maps to about 6e-6 .. 0.06.
 
-The ``quick`` preset's NIP is the quick-preset INet of :mod:`~neuralimaging.experiments.train_nip` (a few
-minutes of pre-training) plus, in F+N, a zero-initialized UNet residual (:class:`~neuralimaging.experiments.
-workflow.ResidualNIP`, ``residual_width``): the output starts identical to the pre-trained NIP's, and the
-residual gives the joint optimization a UNet's capacity to leave traces (the paper's INet, 321 parameters,
-gains only ~10 points). Its lambda (``PRESETS["quick"]["lambda_nip"]``) is chosen for that NIP; see
-docs/benchmarks.md for the measured trade-off.
+The ``quick`` preset's defaults (``residual_width`` 16, ``lambda_nip`` 0.002) suit a small pre-trained NIP
+such as the quick-preset INet (~29.5-31.8 dB): in F+N a zero-initialized UNet residual
+(:class:`~neuralimaging.experiments.workflow.ResidualNIP`, ``residual_width``) is added, so the output starts
+identical to the pre-trained NIP's and the joint optimization gets a UNet's capacity to leave traces (the
+paper's INet, 321 parameters, gains only ~10 points). The demo sweep pre-trains the quick UNet-over-INet
+(~33 dB) instead and sets ``residual_width: 0`` and ``lambda_nip`` 0.003 for it; see docs/benchmarks.md for
+the measured trade-offs.
 
     >>> summary = train_manipulation({"data": "data/", "nip_run": "runs/nip", "train": "fan,nip",
     ...                               "lambda_nip": 0.01, "preset": "quick"}, "runs/fn")   # doctest: +SKIP
@@ -121,8 +122,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "checkpoint_every": 200,
         "val_patches": 600,
         "val_batch": 100,
-        # Chosen for the ~29.5 dB quick INet (measured: F+N 0.68 vs F 0.35-0.39, 1.9 dB paid); for another
-        # starting PSNR scale it by 10^((PSNR0 - 29.5) / 10) (see the module docstring).
+        # Chosen for a ~29.5 dB quick INet (measured: F+N 0.68 vs F 0.35-0.39, 1.9 dB paid); for another
+        # starting PSNR scale it by 10^((PSNR0 - 29.5) / 10) (see the module docstring; the demo uses 0.003).
         "lambda_nip": 0.002,
         "residual_width": 16,
     },
