@@ -29,13 +29,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from neuralimaging.data.dataset import RAW_SUFFIXES, find_raw_files
 from neuralimaging.errors import InputError
 from neuralimaging.forensics import localization as loc
 from neuralimaging.forensics import prnu
 
-__all__ = ["RAW_SUFFIXES", "Pipeline", "cross_pipeline", "develop_crops", "find_raws", "parse_pipelines", "split_counts"]
-
-RAW_SUFFIXES = (".dng", ".nef", ".cr2", ".arw", ".pef", ".orf", ".rw2", ".raf")
+__all__ = ["Pipeline", "cross_pipeline", "develop_crops", "find_raws", "parse_pipelines", "split_counts"]
 
 
 @dataclass(frozen=True)
@@ -78,13 +77,10 @@ def parse_pipelines(spec: str | Sequence[str]) -> list[Pipeline]:
 
 
 def find_raws(raw_dir: str | os.PathLike) -> list[Path]:
-    """RAW files (DNG, NEF, CR2, ...) of a folder, sorted by name."""
-    folder = Path(raw_dir)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder of RAW files")
-    raws = sorted(p for p in folder.iterdir() if p.suffix.lower() in RAW_SUFFIXES and p.is_file())
+    """RAW files (DNG, NEF, CR2, ...) of a folder, sorted by name; an error when there are none."""
+    raws = find_raw_files(raw_dir)
     if not raws:
-        raise InputError(f"{folder}: no RAW files ({', '.join(RAW_SUFFIXES)}) found")
+        raise InputError(f"{raw_dir}: no RAW files ({', '.join(RAW_SUFFIXES[:6])}, ...) found")
     return raws
 
 
