@@ -63,25 +63,30 @@ def _register_nip(sub: argparse._SubParsersAction) -> None:
         description="Pre-train a neural imaging pipeline on a prepared dataset. The run directory is "
         "RUNS_DIR/NAME (default name: nip-<nip>-<preset>-<config hash>); --resume continues it.",
     )
-    parser.add_argument("--data", required=True, type=Path, help="dataset folder made by `neuralimaging prepare`")
+    _run_options(parser, seed_help="initialization and patch sampling", set_example="val_every=50")
     parser.add_argument("--nip", choices=("inet", "unet", "dnet"), help="which NIP (default: the preset's)")
+    parser.add_argument("--lr", type=float, help="Adam learning rate")
+    parser.add_argument("--batch", type=int, help="patches per step")
+    parser.add_argument("--patch", type=int, help="RAW patch side (the RGB target is twice as large)")
+    parser.add_argument("--max-epochs", type=int, help="epoch cap")
+    parser.add_argument("--max-time", type=float, dest="max_time_s", help="wall-clock budget in seconds")
+    parser.set_defaults(func=run_nip)
+
+
+def _run_options(parser: argparse.ArgumentParser, *, seed_help: str, set_example: str) -> None:
+    """Options every training command shares: dataset, preset, run directory, resume, seed, overrides, output."""
+    parser.add_argument("--data", required=True, type=Path, help="dataset folder made by `neuralimaging data prepare`")
     parser.add_argument("--preset", choices=("quick", "paper"), default="quick",
                         help="quick: minutes on a CPU; paper: the paper's protocol, for a GPU (default: quick)")
     parser.add_argument("--out", type=Path, default=Path("runs"), help="folder of run directories (default: runs)")
     parser.add_argument("--name", help="run directory name inside --out (default: derived from the config)")
     parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
-    parser.add_argument("--lr", type=float, help="Adam learning rate")
-    parser.add_argument("--batch", type=int, help="patches per step")
-    parser.add_argument("--patch", type=int, help="RAW patch side (the RGB target is twice as large)")
-    parser.add_argument("--max-epochs", type=int, help="epoch cap")
+    parser.add_argument("--seed", type=int, help=f"random seed ({seed_help})")
     parser.add_argument("--max-steps", type=int, help="stop after this many steps (checkpointed; resumable)")
-    parser.add_argument("--max-time", type=float, dest="max_time_s", help="wall-clock budget in seconds")
-    parser.add_argument("--seed", type=int, help="random seed (initialization and patch sampling)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", dest="overrides",
-                        help="any other config setting, value in YAML (repeatable), e.g. --set val_every=50")
+                        help=f"any other config setting, value in YAML (repeatable), e.g. --set {set_example}")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.set_defaults(func=run_nip)
 
 
 def run_nip(args: argparse.Namespace) -> int:
@@ -122,7 +127,7 @@ def _register_manipulation(sub: argparse._SubParsersAction) -> None:
         "The run directory is RUNS_DIR/NAME (default name: manip-<f|fn>-<preset>-<config hash>); "
         "--resume continues it (and returns a finished run's summary).",
     )
-    parser.add_argument("--data", required=True, type=Path, help="dataset folder made by `neuralimaging data prepare`")
+    _run_options(parser, seed_help="FAN initialization and patch sampling", set_example="epochs=400")
     parser.add_argument("--nip-run", required=True, type=Path, help="run directory of a pre-trained NIP (train nip)")
     parser.add_argument("--train", default="fan,nip", help="'fan' (F: NIP frozen) or 'fan,nip' (F+N) (default: fan,nip)")
     parser.add_argument("--lambda-nip", type=float, dest="lambda_nip",
@@ -130,17 +135,6 @@ def _register_manipulation(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--manipulations", help="manipulation classes, native first (default: "
                         "native,sharpen,gaussian,jpeg,resample)")
     parser.add_argument("--channel", help="sharing channel, e.g. 'down:2,jpeg:50' (default) or 'none'")
-    parser.add_argument("--preset", choices=("quick", "paper"), default="quick",
-                        help="quick: minutes on a CPU; paper: the paper's protocol, for a GPU (default: quick)")
-    parser.add_argument("--out", type=Path, default=Path("runs"), help="folder of run directories (default: runs)")
-    parser.add_argument("--name", help="run directory name inside --out (default: derived from the config)")
-    parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
-    parser.add_argument("--seed", type=int, help="random seed (FAN initialization and patch sampling)")
-    parser.add_argument("--max-steps", type=int, help="stop after this many steps (checkpointed; resumable)")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", dest="overrides",
-                        help="any other config setting, value in YAML (repeatable), e.g. --set epochs=400")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run_manipulation)
 
 
