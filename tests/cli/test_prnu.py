@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from neuralimaging.cli import main
-from neuralimaging.forensics import prnu
+from neuralimaging.forensics import localization, prnu
 from neuralimaging.io import save_image
 
 SIZE = 320
@@ -34,6 +34,8 @@ def test_fingerprint_match_localize(folders, tmp_path, capsys) -> None:
     code = main(["prnu", "fingerprint", str(folders / "train"), "--out", str(model), "--predictor-images", str(folders / "pred"), "--window", "65"])
     assert code == 0 and model.is_file()
     assert "fingerprint 320x320 from 12 images" in capsys.readouterr().out
+    _, predictor, meta = localization.load_camera_model(model)
+    assert meta["sigma"] == predictor.sigma == prnu.DEFAULT_SIGMA == 3.0  # the default when --sigma is not given
 
     assert main(["prnu", "match", "--model", str(model), "--json", str(folders / "test"), str(folders / "other")]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -57,6 +59,10 @@ def test_errors(folders, tmp_path, capsys) -> None:
     assert "no correlation predictor" in capsys.readouterr().err
     assert main(["prnu", "fingerprint", str(folders / "train" / "train0.png"), "--out", str(tmp_path / "x.npz")]) == 2
     assert "at least 2 images, got 1" in capsys.readouterr().err
+    toolbox = tmp_path / "sigma5.npz"
+    assert main(["prnu", "fingerprint", str(folders / "train" / "train0.png"), str(folders / "train" / "train1.png"), "--out", str(toolbox), "--sigma", "5"]) == 0
+    assert localization.load_camera_model(toolbox)[2]["sigma"] == 5.0
+    capsys.readouterr()
     small = tmp_path / "small.png"
     save_image(small, np.zeros((3, 64, 64), np.float32))
     # a batch carries on past a bad image and lists it at the end

@@ -61,8 +61,8 @@ def test_study_outputs_and_figures(raw_dir, inet_run, tmp_path) -> None:
     corr = np.array(summary["correlation"])
     np.testing.assert_allclose(np.diag(corr), 1.0, atol=1e-6)
     np.testing.assert_allclose(corr, corr.T, atol=1e-9)
-    assert (corr > 0.3).all()  # same sensor: fingerprints of different pipelines agree (0.81 python/libraw)
-    assert min(summary["correlation_with_true_k"]) > 0.1  # 0.24-0.29 measured at this size
+    assert (corr > 0.3).all()  # same sensor: fingerprints of different pipelines agree (0.78 python/libraw)
+    assert min(summary["correlation_with_true_k"]) > 0.1  # 0.21-0.32 measured at this size (0.18-0.29 with sigma 5)
     # F1 of calling every window tampered is the floor a working detector must beat
     ys = np.arange(WINDOW // 2, CROP - WINDOW // 2, 8)
     inside = ((ys >= CROP // 2 - TAMPER // 2) & (ys < CROP // 2 + TAMPER // 2)).mean() ** 2

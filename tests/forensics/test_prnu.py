@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import pywt
@@ -62,6 +64,38 @@ class TestResidual:
         single = np.stack([prnu.wavelet_residual(s, workers=1) for s in stack])
         np.testing.assert_allclose(batched, single, atol=1e-6)
 
+    @pytest.mark.parametrize(("shape", "levels"), [((64, 64), 4), ((96, 160), 4), ((48, 80), 3), ((32, 16), 1)])
+    def test_line_transforms_match_pywavelets(self, photos, shape, levels) -> None:
+        """The transposing row-by-row transform gives PyWavelets' bands (every other level transposed)."""
+        stack = np.stack([p[: shape[0], : shape[1], 1] for p in photos[:3]]).astype(np.float32) / 255.0
+        with warnings.catch_warnings():  # PyWavelets warns that 4 levels of 64x64 all touch the boundary
+            warnings.simplefilter("ignore", UserWarning)
+            reference = pywt.wavedec2(stack.astype(np.float64), "db4", mode="periodization", level=levels, axes=(-2, -1))
+        details = prnu._wavedec2_lines(stack, levels, "db4")
+        assert len(details) == levels
+        for level, ours in enumerate(details):  # finest first; reference[-1] is the finest
+            horizontal, vertical, diagonal = reference[levels - level]
+            if level % 2 == 0:  # the finest level and every other one come out transposed
+                expected = [band.swapaxes(-1, -2) for band in (horizontal, vertical, diagonal)]
+            else:  # the others in place, with the horizontal and vertical bands exchanged
+                expected = [vertical, horizontal, diagonal]
+            for band, reference_band in zip(ours, expected, strict=True):
+                assert band.dtype == np.float32 and band.flags.c_contiguous
+                np.testing.assert_allclose(band, reference_band, atol=2e-6)
+        rng = np.random.default_rng(levels)
+        shrunk = [tuple(band * rng.random(band.shape, dtype=np.float32) for band in bands) for bands in details]
+        ours = prnu._waverec2_lines(shrunk, "db4")
+        back = [np.zeros_like(reference[0])]
+        for level in range(levels, 0, -1):  # coarsest first, as PyWavelets wants
+            low_high, high_low, high_high = (band.astype(np.float64) for band in shrunk[level - 1])
+            if (level - 1) % 2 == 0:
+                back.append((low_high.swapaxes(-1, -2), high_low.swapaxes(-1, -2), high_high.swapaxes(-1, -2)))
+            else:
+                back.append((high_low, low_high, high_high))
+        expected = pywt.waverec2(back, "db4", mode="periodization", axes=(-2, -1))
+        assert ours.shape == stack.shape and ours.dtype == np.float32
+        np.testing.assert_allclose(ours, expected, atol=2e-6)
+
     def test_zero_mean_rows_and_columns_per_lattice(self) -> None:
         x = np.random.default_rng(0).normal(size=(32, 48)).astype(np.float32) + np.arange(48, dtype=np.float32)
         out = prnu.zero_mean(x)
@@ -99,7 +133,7 @@ class TestFingerprint:
     def test_correlates_with_true_k(self, cameras, color) -> None:
         k = prnu.fingerprint(cameras["train"], color=color)
         assert k.shape == (SIZE, SIZE) and k.dtype == np.float32
-        assert prnu.ncc(k, cameras["k_a"]) > 0.7  # 0.757 (gray) / 0.767 (rgb) measured
+        assert prnu.ncc(k, cameras["k_a"]) > 0.7  # 0.795 (gray) / 0.795 (rgb) measured
         assert abs(prnu.ncc(k, cameras["k_b"])) < 0.05
 
     def test_maximum_likelihood_formula_with_saturation(self, cameras) -> None:
@@ -127,6 +161,41 @@ class TestFingerprint:
         from_files = prnu.fingerprint(paths)
         assert np.corrcoef(from_tensor.ravel(), from_files.ravel())[0, 1] > 0.95
 
+    @pytest.mark.parametrize(("workers", "batch_size"), [(1, 8), (2, 8), (3, 5), (4, 1)])
+    def test_threads_and_batches_agree(self, cameras, workers, batch_size) -> None:
+        images = cameras["train"][:9]
+        reference = prnu.fingerprint(images, workers=1, batch_size=9)
+        ours = prnu.fingerprint(images, workers=workers, batch_size=batch_size)
+        np.testing.assert_allclose(ours, reference, atol=1e-6 * float(np.abs(reference).max()))
+
+    def test_default_sigma_beats_the_toolboxes(self, cameras) -> None:
+        """3/255 (the default) estimates K better than the toolboxes' 5/255 (0.795 vs 0.757 measured)."""
+        assert prnu.DEFAULT_SIGMA == 3.0
+        default = prnu.ncc(prnu.fingerprint(cameras["train"]), cameras["k_a"])
+        toolbox = prnu.ncc(prnu.fingerprint(cameras["train"], sigma=5.0), cameras["k_a"])
+        assert default == pytest.approx(prnu.ncc(prnu.fingerprint(cameras["train"], sigma=3.0), cameras["k_a"]), abs=1e-9)
+        assert default > toolbox + 0.01
+
+    def test_defaults_agree_across_modules(self) -> None:
+        import inspect
+
+        from neuralimaging.experiments import cross_pipeline
+        from neuralimaging.forensics import localization
+
+        functions = [prnu.wavelet_residual, prnu.noise_residual, prnu.noise_residuals, prnu.fingerprint, prnu.match, localization.CorrelationPredictor.fit, cross_pipeline.cross_pipeline]
+        for function in functions:
+            assert inspect.signature(function).parameters["sigma"].default == prnu.DEFAULT_SIGMA, function.__qualname__
+        assert localization.CorrelationPredictor(coef=np.zeros(10), sigma_h1=1.0, sigma_h0=1.0).sigma == prnu.DEFAULT_SIGMA
+
+    def test_channel_last_views(self, cameras) -> None:
+        """(3, H, W) views of (H, W, 3) arrays, as photo readers give them, with a saturated corner."""
+        images = [img.copy() for img in cameras["train"][:4]]
+        images[1][:, :30, :50] = 1.0
+        views = [np.ascontiguousarray(img.transpose(1, 2, 0)).transpose(2, 0, 1) for img in images]
+        assert not views[0].flags.c_contiguous
+        for color in ("gray", "rgb"):
+            np.testing.assert_array_equal(prnu.fingerprint(views, color=color), prnu.fingerprint(images, color=color))
+
     def test_too_few_images(self, cameras) -> None:
         with pytest.raises(InputError, match="at least 2 images, got 1"):
             prnu.fingerprint(cameras["train"][:1])
@@ -135,6 +204,19 @@ class TestFingerprint:
         images = [cameras["train"][0], cameras["train"][1][:, :128, :]]
         with pytest.raises(InputError, match="image 1: size 128x256 differs"):
             prnu.fingerprint(images)
+
+    @pytest.mark.parametrize("workers", [1, 2])
+    def test_errors_in_later_images_name_them(self, cameras, workers, tmp_path) -> None:
+        images: list = list(cameras["train"][:12])
+        images[9] = images[9][:, :128, :]
+        with pytest.raises(InputError, match="image 9: size 128x256 differs"):
+            prnu.fingerprint(images, workers=workers, batch_size=4)
+        images[9] = np.full_like(cameras["train"][9], np.nan)
+        with pytest.raises(InputError, match=r"image 9: expected finite values in \[0, 1\]"):
+            prnu.fingerprint(images, workers=workers, batch_size=4)
+        images[9] = tmp_path / "missing.png"
+        with pytest.raises(OSError, match="missing.png"):  # read by a worker, reported by the caller
+            prnu.fingerprint(images, workers=workers, batch_size=4)
 
     @pytest.mark.parametrize("bad", [np.full((3, 32, 32), 255.0, np.float32), np.zeros((4, 32, 32), np.float32), np.zeros((3, 8, 8), np.float32), np.full((3, 32, 32), np.nan, np.float32)])
     def test_bad_images(self, bad) -> None:
@@ -176,7 +258,7 @@ class TestMatching:
     def test_same_camera_far_above_threshold_other_below(self, cameras, fingerprint_a) -> None:
         same = [prnu.match(fingerprint_a, img) for img in cameras["test_a"]]
         other = [prnu.match(fingerprint_a, img) for img in cameras["test_b"]]
-        assert min(r.pce for r in same) > 10 * prnu.PCE_THRESHOLD  # 1684-4202 measured, other camera -0.9..1.5
+        assert min(r.pce for r in same) > 10 * prnu.PCE_THRESHOLD  # 2377-5730 measured, other camera -1.7..0.8
         assert all(r.same_camera and r.peak == (0, 0) for r in same)
         assert max(r.pce for r in other) < prnu.PCE_THRESHOLD
         assert min(r.ncc for r in same) > 5 * max(abs(r.ncc) for r in other)
@@ -278,10 +360,10 @@ class TestVirtualCamera:
     def test_fingerprint_and_pce(self, developed) -> None:
         k = prnu.fingerprint(developed["train"])
         # K lives on the Bayer mosaic; demosaicing interpolates it at 2 of 3 colour sites, so the developed
-        # estimate correlates less than on the synthetic RGB camera (0.41 measured at 256x256, 20 shots).
+        # estimate correlates less than on the synthetic RGB camera (0.46 measured at 256x256, 20 shots).
         assert prnu.ncc(k, developed["k_a"]) > 0.25
         assert abs(prnu.ncc(k, developed["k_b"])) < 0.05
         same = [prnu.match(k, image).pce for image in developed["test_a"]]
         other = [prnu.match(k, image).pce for image in developed["test_b"]]
-        assert np.median(same) > 2 * prnu.PCE_THRESHOLD  # 55-519, median 167 measured
-        assert max(other) < prnu.PCE_THRESHOLD  # -1.8..2.4 measured
+        assert np.median(same) > 2 * prnu.PCE_THRESHOLD  # 67-1058, median 289 measured
+        assert max(other) < prnu.PCE_THRESHOLD  # -1.2..1.5 measured

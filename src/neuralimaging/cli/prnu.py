@@ -12,6 +12,7 @@ import numpy as np
 from neuralimaging.cli._common import report_failures, run_batch
 from neuralimaging.data.photos import PHOTO_SUFFIXES, find_photos
 from neuralimaging.errors import InputError
+from neuralimaging.forensics.prnu import DEFAULT_SIGMA
 
 
 def _images(sources: list[str]) -> list[Path]:
@@ -30,7 +31,9 @@ def _images(sources: list[str]) -> list[Path]:
 
 
 def _residual_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sigma", type=float, default=5.0, help="denoiser noise level in 8-bit units (default: 5)")
+    parser.add_argument(
+        "--sigma", type=float, default=DEFAULT_SIGMA, help=f"denoiser noise level in 8-bit units (default: {DEFAULT_SIGMA:g}; the MATLAB toolbox uses 5)"
+    )
     parser.add_argument("--color", choices=("gray", "rgb"), default="gray", help="denoise the luminance (fast) or each channel")
 
 
@@ -99,7 +102,7 @@ def run_match(args: argparse.Namespace) -> int:
         print(f"{'image':<32}{'PCE':>12}{'NCC':>10}  verdict")
 
     def work(path: Path) -> None:
-        result = prnu.match(k, prnu.load_image(path), sigma=meta.get("sigma", 5.0), color=meta.get("color", "gray"), search=args.search)
+        result = prnu.match(k, prnu.load_image(path), sigma=meta.get("sigma", prnu.DEFAULT_SIGMA), color=meta.get("color", "gray"), search=args.search)
         verdict = "same camera" if result.same_camera else "no match"
         if args.json:
             print(json.dumps({"image": str(path), "pce": result.pce, "ncc": result.ncc, "peak": result.peak, "same_camera": result.same_camera}))

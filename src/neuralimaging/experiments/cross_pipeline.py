@@ -267,7 +267,7 @@ def cross_pipeline(
     window: int = 129,
     stride: int = 8,
     tamper: int = 256,
-    sigma: float = 5.0,
+    sigma: float = prnu.DEFAULT_SIGMA,
     color: str = "gray",
     device: str = "cpu",
     progress: bool = True,

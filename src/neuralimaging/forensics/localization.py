@@ -28,7 +28,7 @@ import torch
 from scipy.ndimage import uniform_filter
 
 from neuralimaging.errors import InputError
-from neuralimaging.forensics.prnu import _check_image, noise_residual, to_gray
+from neuralimaging.forensics.prnu import DEFAULT_SIGMA, _check_image, noise_residual, to_gray
 
 __all__ = [
     "CorrelationPredictor",
@@ -187,7 +187,7 @@ class CorrelationPredictor:
     sigma_h0: float
     window: int = 129
     stride: int = 8
-    sigma: float = 5.0
+    sigma: float = DEFAULT_SIGMA
     color: str = "gray"
     stats: dict = field(default_factory=dict)
 
@@ -199,7 +199,7 @@ class CorrelationPredictor:
         *,
         window: int = 129,
         stride: int = 8,
-        sigma: float = 5.0,
+        sigma: float = DEFAULT_SIGMA,
         color: str = "gray",
         ridge: float = 1e-6,
         residuals: list[np.ndarray] | None = None,

@@ -15,8 +15,8 @@ integrity using sensor noise", IEEE TIFS 2008), as used by Korus & Memon (sectio
 
 Images are float arrays in [0, 1]: one image is ``(3, H, W)`` RGB or ``(H, W)`` grey, a batch is
 ``(N, 3, H, W)`` / ``(N, 1, H, W)`` or a sequence of single images (numpy arrays or torch tensors). The
-denoiser's ``sigma`` is given in 8-bit units (5 means 5/255), as in the reference toolboxes. No function
-modifies its inputs.
+denoiser's ``sigma`` is given in 8-bit units as in the reference toolboxes: 3 (3/255, :data:`DEFAULT_SIGMA`)
+by default, where the toolboxes use 5. No function modifies its inputs.
 
 Example:
     >>> K = fingerprint(flat_field_images)               # (H, W) float32
@@ -28,8 +28,9 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -43,6 +44,7 @@ from tqdm import tqdm
 from neuralimaging.errors import InputError
 
 __all__ = [
+    "DEFAULT_SIGMA",
     "GRAY_WEIGHTS",
     "PCE_THRESHOLD",
     "MatchResult",
@@ -64,6 +66,14 @@ __all__ = [
 
 GRAY_WEIGHTS = (0.29893602, 0.58704307, 0.11402090)
 """RGB to grey weights (ITU-R BT.601, as in the Goljan toolbox's ``rgb2gray1``)."""
+
+DEFAULT_SIGMA = 3.0
+"""The denoiser's default noise level in 8-bit units (3/255).
+
+The Goljan MATLAB toolbox and prnu-python use 5; 3 gives a fingerprint closer to the true K on the synthetic
+and the virtual camera (``benchmarks/prnu.py``; figures in ``docs/benchmarks.md``). Pass ``sigma=5`` for the
+toolboxes' setting.
+"""
 
 PCE_THRESHOLD = 60.0
 """The usual decision threshold on PCE for camera identification (Goljan et al. 2009)."""
@@ -116,14 +126,19 @@ def load_image(path: str | Path) -> np.ndarray:
     return np.asarray(_load(path), dtype=np.float32)
 
 
-def _iter_images(images: Iterable[ImageLike | str | Path] | ImageLike) -> Iterator[np.ndarray]:
+def _iter_items(images: Iterable[ImageLike | str | Path] | ImageLike) -> Iterator[ImageLike | str | Path]:
+    """The images of a batch or sequence one by one; file paths are passed on unread."""
     if isinstance(images, (np.ndarray, torch.Tensor)):
         array = _to_numpy(images)
         if array.ndim != 4:
             raise InputError(f"expected a batch of shape (N, C, H, W) or a sequence of images, got {array.shape}")
         yield from array
         return
-    for item in images:
+    yield from images
+
+
+def _iter_images(images: Iterable[ImageLike | str | Path] | ImageLike) -> Iterator[ImageLike]:
+    for item in _iter_items(images):
         yield load_image(item) if isinstance(item, (str, Path)) else item
 
 
@@ -175,17 +190,58 @@ def _wiener_noise(coefficients: np.ndarray, noise_var: float, windows: Sequence[
     return local
 
 
+def _swap(planes: np.ndarray) -> np.ndarray:
+    """Contiguous transpose of the last two axes of float32 ``(B, h, w)``: ``(B, w, h)``.
+
+    Through torch's blocked 2-D transposing copy, about twice as fast as numpy's for 1-Mpx planes.
+    """
+    out = np.empty(planes.shape[:-2] + planes.shape[:-3:-1], dtype=np.float32)
+    source, target = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32)), torch.from_numpy(out)
+    for index in range(len(planes)):
+        target[index].copy_(source[index].t())
+    return out
+
+
+def _wavedec2_lines(stack: np.ndarray, levels: int, wavelet: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Detail bands of ``pywt.wavedec2(stack, mode="periodization")``, finest level first.
+
+    Every 1-D transform runs along the contiguous last axis: a level transforms the rows, transposes, then
+    transforms the (former) columns, which is 2-3x less CPU than PyWavelets' strided ``axes=(-2, -1)``.
+    So the orientation flips from level to level: the finest level's bands come out transposed, the next
+    level's in place but in the order (vertical, horizontal, diagonal), and so on. The shrinkage, symmetric
+    in the two axes, does not mind; :func:`_waverec2_lines` undoes it. Needs ``h`` and ``w`` divisible by
+    ``2**levels``.
+    """
+    details = []
+    approx = np.ascontiguousarray(stack, dtype=np.float32)
+    for _ in range(levels):
+        low, high = pywt.dwt(approx, wavelet, mode="periodization", axis=-1)
+        approx, low_high = pywt.dwt(_swap(low), wavelet, mode="periodization", axis=-1)
+        high_low, high_high = pywt.dwt(_swap(high), wavelet, mode="periodization", axis=-1)
+        details.append((low_high, high_low, high_high))
+    return details
+
+
+def _waverec2_lines(details: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], wavelet: str) -> np.ndarray:
+    """Inverse of :func:`_wavedec2_lines` with the approximation band set to zero."""
+    approx: np.ndarray | None = None
+    for low_high, high_low, high_high in reversed(details):
+        low = _swap(pywt.idwt(approx, low_high, wavelet, mode="periodization", axis=-1))
+        high = _swap(pywt.idwt(high_low, high_high, wavelet, mode="periodization", axis=-1))
+        approx = pywt.idwt(low, high, wavelet, mode="periodization", axis=-1)
+    assert approx is not None
+    return approx
+
+
 def _wavelet_residual_chunk(stack: np.ndarray, noise_var: float, levels: int, wavelet: str) -> np.ndarray:
     h, w = stack.shape[-2:]
     step = 2**levels
     pad_h, pad_w = (-h) % step, (-w) % step
     if pad_h or pad_w:
         stack = np.pad(stack, ((0, 0), (0, pad_h), (0, pad_w)), mode="symmetric")
-    coeffs = pywt.wavedec2(stack, wavelet, mode="periodization", level=levels, axes=(-2, -1))
-    out: list = [np.zeros_like(coeffs[0])]
-    for bands in coeffs[1:]:
-        out.append(tuple(_wiener_noise(band, noise_var) for band in bands))
-    residual = pywt.waverec2(out, wavelet, mode="periodization", axes=(-2, -1))
+    details = _wavedec2_lines(stack, levels, wavelet)
+    shrunk = [tuple(_wiener_noise(band, noise_var) for band in bands) for bands in details]
+    residual = _waverec2_lines(shrunk, wavelet)  # type: ignore[arg-type]
     return np.ascontiguousarray(residual[:, :h, :w], dtype=np.float32)
 
 
@@ -199,7 +255,7 @@ def _default_workers() -> int:
 def wavelet_residual(
     stack: np.ndarray,
     *,
-    sigma: float = 5.0,
+    sigma: float = DEFAULT_SIGMA,
     levels: int = 4,
     wavelet: str = "db4",
     workers: int | None = None,
@@ -208,7 +264,7 @@ def wavelet_residual(
 
     Args:
         stack: ``(B, H, W)`` or ``(H, W)`` float planes in [0, 1] (not modified).
-        sigma: standard deviation of the noise assumed by the denoiser, in 8-bit units (5 = 5/255).
+        sigma: standard deviation of the noise assumed by the denoiser, in 8-bit units (3 = 3/255).
         levels: decomposition levels (4 in the reference toolboxes).
         wavelet: PyWavelets wavelet name (db4).
         workers: threads working on slices of the stack (default: the usable cores, at most 4).
@@ -290,7 +346,7 @@ def _check_color(color: str) -> None:
 def noise_residual(
     image: ImageLike,
     *,
-    sigma: float = 5.0,
+    sigma: float = DEFAULT_SIGMA,
     color: Color = "gray",
     workers: int | None = None,
 ) -> np.ndarray:
@@ -318,7 +374,7 @@ def noise_residual(
 def noise_residuals(
     images: Iterable[ImageLike | str | Path] | ImageLike,
     *,
-    sigma: float = 5.0,
+    sigma: float = DEFAULT_SIGMA,
     color: Color = "gray",
     workers: int | None = None,
     progress: bool = False,
@@ -332,10 +388,47 @@ def noise_residuals(
 # ---------------------------------------------------------------------------------------- fingerprint
 
 
+def _fingerprint_image(item: ImageLike | str | Path, index: int, color: Color, shape: tuple[int, ...] | None) -> np.ndarray:
+    """One fingerprint image read (if a path) and checked: C-contiguous float32 ``(C, H, W)`` of ``shape``.
+
+    Images made from ``(H, W, 3)`` arrays by a transposing view (as photo readers give them) are copied into
+    planes first: the per-pixel maximum over channels of such a view is about 60x slower than of planes.
+    """
+    image = _check_image(load_image(item) if isinstance(item, (str, Path)) else item, f"image {index}")
+    if color == "rgb" and image.shape[0] != 3:
+        raise InputError(f"image {index}: color='rgb' needs (3, H, W) images, got {image.shape}")
+    if shape is not None and image.shape != shape:
+        raise InputError(
+            f"image {index}: size {image.shape[-2]}x{image.shape[-1]} differs from the first image's "
+            f"{shape[-2]}x{shape[-1]}; crop all images to one size"
+        )
+    return np.ascontiguousarray(image)
+
+
+def _ml_sums(
+    items: Sequence[tuple[int, ImageLike | str | Path]],
+    shape: tuple[int, ...],
+    sigma: float,
+    color: Color,
+    saturation: float | None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(sum(W_i I_i), sum(I_i^2), count)`` over a few images, float64 ``(C', H, W)``; runs in a worker thread."""
+    images = [_fingerprint_image(item, index, color, shape) for index, item in items]
+    planes = np.stack([to_gray(image)[None] if color == "gray" else image for image in images])  # (B, C', H, W)
+    residual = wavelet_residual(planes.reshape((-1,) + planes.shape[-2:]), sigma=sigma, workers=1)
+    residual = residual.reshape(planes.shape)
+    if saturation is not None:
+        planes *= np.stack([image.max(axis=0, keepdims=True) < saturation for image in images])
+    residual *= planes
+    numerator = residual.sum(axis=0, dtype=np.float64)
+    np.square(planes, out=planes)
+    return numerator, planes.sum(axis=0, dtype=np.float64), len(images)
+
+
 def fingerprint(
     images: Iterable[ImageLike | str | Path] | ImageLike,
     *,
-    sigma: float = 5.0,
+    sigma: float = DEFAULT_SIGMA,
     color: Color = "gray",
     saturation: float | None = 254.0 / 255.0,
     min_images: int = 2,
@@ -348,17 +441,19 @@ def fingerprint(
     Chen, Fridrich, Goljan & Lukas (2008), eq. 3. Pixels at or above ``saturation`` in any channel are left
     out of both sums (the reference MATLAB toolbox does the same; prnu-python masks only the denominator).
     The estimate is then made zero-mean (rows/columns per 2x2 lattice position) and Wiener-filtered in the
-    DFT domain. Images are read in batches, so any number of them fits in memory.
+    DFT domain. Images are read, checked, denoised and summed by ``workers`` threads, a few at a time, so
+    any number of them fits in memory.
 
     Args:
         images: sequence of ``(3, H, W)`` / ``(H, W)`` images in [0, 1] (arrays, tensors or file paths) or
             a ``(N, C, H, W)`` batch; all of one size.
-        sigma: denoiser noise level in 8-bit units.
+        sigma: denoiser noise level in 8-bit units (3 by default; the MATLAB toolbox and prnu-python use 5,
+            which gives a slightly weaker fingerprint: see ``docs/benchmarks.md``).
         color: ``"gray"`` estimates K from the luminance (fast); ``"rgb"`` per channel, then combined.
         saturation: intensity at which a pixel counts as saturated; None keeps every pixel.
         min_images: fewer images than this is an error.
-        batch_size: images denoised together.
-        workers: threads for the wavelet step.
+        batch_size: images in flight at once (split among the workers; more uses more memory).
+        workers: threads (default: the usable cores, at most 4).
         progress: show a progress bar (stderr).
 
     Returns:
@@ -368,52 +463,55 @@ def fingerprint(
         InputError: too few images, images of different sizes, values outside [0, 1].
     """
     _check_color(color)
+    if sigma <= 0:
+        raise InputError(f"fingerprint: sigma must be positive, got {sigma}")
+    workers = workers or _default_workers()
+    per_task = max(1, math.ceil(batch_size / workers))
     numerator: np.ndarray | None = None
     denominator: np.ndarray | None = None
     shape: tuple[int, ...] | None = None
     count = 0
-    batch: list[tuple[np.ndarray, np.ndarray | None]] = []
+    chunk: list[tuple[int, ImageLike | str | Path]] = []
+    pending: deque[Future] = deque()
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
     bar = tqdm(desc="fingerprint", unit="img", disable=not progress, file=sys.stderr)
 
-    def flush() -> None:
+    def add(sums: tuple[np.ndarray, np.ndarray, int]) -> None:
         nonlocal numerator, denominator
-        planes = np.stack([p for p, _ in batch])  # (B, C', H, W), C' = 1 (grey) or 3
-        residual = wavelet_residual(planes.reshape((-1,) + planes.shape[-2:]), sigma=sigma, workers=workers)
-        residual = residual.reshape(planes.shape)
-        if saturation is not None:
-            planes *= np.stack([k for _, k in batch])
-        residual *= planes
-        num = residual.sum(axis=0, dtype=np.float64)
-        np.square(planes, out=planes)
-        den = planes.sum(axis=0, dtype=np.float64)
-        numerator = num if numerator is None else numerator + num
-        denominator = den if denominator is None else denominator + den
-        bar.update(len(batch))
-        batch.clear()
+        num, den, done = sums
+        numerator = num if numerator is None else np.add(numerator, num, out=numerator)
+        denominator = den if denominator is None else np.add(denominator, den, out=denominator)
+        bar.update(done)
 
-    for index, item in enumerate(_iter_images(images)):
-        image = _check_image(item, f"image {index}")
-        if color == "rgb" and image.shape[0] != 3:
-            raise InputError(f"image {index}: color='rgb' needs (3, H, W) images, got {image.shape}")
-        if shape is None:
-            shape = image.shape
-        elif image.shape != shape:
-            raise InputError(
-                f"image {index}: size {image.shape[-2]}x{image.shape[-1]} differs from the first image's "
-                f"{shape[-2]}x{shape[-1]}; crop all images to one size"
-            )
-        planes = to_gray(image)[None] if color == "gray" else image
-        keep = None if saturation is None else (image.max(axis=0, keepdims=True) < saturation)
-        batch.append((planes, keep))
-        count += 1
-        if len(batch) >= batch_size:
-            flush()
-    if count < min_images:
+    def dispatch() -> None:
+        assert shape is not None
+        if pool is None:
+            add(_ml_sums(chunk, shape, sigma, color, saturation))
+        else:
+            pending.append(pool.submit(_ml_sums, list(chunk), shape, sigma, color, saturation))
+            while len(pending) > workers:  # bounded memory: at most workers + 1 chunks in flight
+                add(pending.popleft().result())
+        chunk.clear()
+
+    try:
+        for index, item in enumerate(_iter_items(images)):
+            if shape is None:  # the first image sets the size the others must have
+                item = _fingerprint_image(item, index, color, None)
+                shape = item.shape
+            chunk.append((index, item))
+            count += 1
+            if len(chunk) >= per_task:
+                dispatch()
+        if count < min_images:
+            raise InputError(f"a fingerprint needs at least {min_images} images, got {count}")
+        if chunk:
+            dispatch()
+        while pending:
+            add(pending.popleft().result())
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
-        raise InputError(f"a fingerprint needs at least {min_images} images, got {count}")
-    if batch:
-        flush()
-    bar.close()
     assert numerator is not None and denominator is not None
     k = (numerator / (denominator + 1e-12)).astype(np.float32)
     k = to_gray(k) if k.shape[0] == 3 else k[0]
@@ -524,7 +622,7 @@ def match(
     k: ImageLike,
     image: ImageLike,
     *,
-    sigma: float = 5.0,
+    sigma: float = DEFAULT_SIGMA,
     color: Color = "gray",
     radius: int = 5,
     search: int | None = 0,
