@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from neuralimaging import yamlio
 from neuralimaging.errors import InputError
 
 __all__ = ["register"]
@@ -27,7 +28,7 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
         if not sep or not key.strip():
             raise InputError(f"--set expects KEY=VALUE, got {pair!r}")
         try:
-            overrides[key.strip()] = yaml.safe_load(value)
+            overrides[key.strip()] = yamlio.load(value)
         except yaml.YAMLError as error:
             raise InputError(f"--set {key}: cannot parse value {value!r} ({error.problem})") from None
     return overrides

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from neuralimaging import yamlio
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.sweep import MODES, PLAN_FILE, RUN_FILE, TASKS, run_state
 
@@ -83,7 +84,7 @@ def _axes_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
     elif isinstance(config.get("nip_run"), str):  # a manipulation run: the NIP its pre-trained run names
         nip_config = Path(config["nip_run"]) / "config.yaml"
         try:
-            nip = yaml.safe_load(nip_config.read_text(encoding="utf-8")).get("nip")
+            nip = yamlio.load(nip_config.read_text(encoding="utf-8")).get("nip")
         except (OSError, AttributeError, yaml.YAMLError):
             nip = None
         if isinstance(nip, str):
@@ -126,7 +127,7 @@ def collect(runs_dir: str | os.PathLike[str], *, include_unfinished: bool = True
             axes = dict(spec.get("axes", {}))
         else:
             config_path = folder / "config.yaml"
-            config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+            config = yamlio.load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
             config = config if isinstance(config, dict) else {}
             axes = _axes_from_config(config)
             row["task"] = "manipulation" if "nip_run" in config else "nip" if "nip" in config else ""

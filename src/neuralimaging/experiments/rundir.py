@@ -41,6 +41,7 @@ import torch.nn as nn
 import yaml
 from safetensors.torch import load_file, save_file
 
+from neuralimaging import yamlio
 from neuralimaging.errors import InputError
 
 __all__ = [
@@ -222,7 +223,7 @@ class RunDir:
         """The run's config; raises :class:`InputError` when the folder is not a run directory."""
         if not self.config_path.is_file():
             raise InputError(f"{self.path}: not a run directory (no config.yaml)")
-        data = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        data = yamlio.load(self.config_path.read_text(encoding="utf-8"))
         if not isinstance(data, dict):
             raise InputError(f"{self.config_path}: expected a YAML mapping")
         return data

@@ -61,6 +61,7 @@ from typing import Any
 
 import yaml
 
+from neuralimaging import yamlio
 from neuralimaging.errors import InputError
 
 __all__ = [
@@ -331,7 +332,7 @@ def load_sweep(path: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: sweep file not found")
     try:
-        source = yaml.safe_load(path.read_text(encoding="utf-8"))
+        source = yamlio.load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     try:
