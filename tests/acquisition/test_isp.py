@@ -107,3 +107,31 @@ def test_orientation_matches_pillow_exif_transpose(orientation: int) -> None:
 def test_unknown_pipeline(small_dngs) -> None:
     with pytest.raises(InputError, match="pipeline"):
         develop(small_dngs["nikon-d90"][0], "darktable")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("gamma", ["2.2", "srgb"])
+def test_torch_python_isp_equals_the_numpy_one(gamma, photos):
+    """``develop_rggb_torch`` (Menon in torch) == ``develop_rggb`` (colour-demosaicing), batched, on photo
+    stacks with a real camera matrix; gradients with respect to the stack stay finite (also at black)."""
+    import torch
+
+    from neuralimaging.acquisition.bayer import mosaic_rgb, to_rggb
+    from neuralimaging.acquisition.isp import develop_rggb_torch, gamma_torch
+
+    matrix = np.asarray(CAMERAS["canon-5d2"].cam_to_srgb, dtype=np.float32)
+    stacks = []
+    for photo in photos[:2]:
+        linear = (photo[:48, :64].astype(np.float32) / 255.0) ** 2.2 * 0.8
+        stacks.append(to_rggb(mosaic_rgb(linear.transpose(2, 0, 1), "RGGB"), "RGGB"))
+    batch = torch.from_numpy(np.stack(stacks)).requires_grad_(True)
+    out = develop_rggb_torch(batch, torch.from_numpy(matrix), gamma)
+    for i, stack in enumerate(stacks):
+        ref = develop_rggb(stack, matrix, gamma=gamma)
+        assert np.abs(out[i].detach().numpy() - ref).mean() < 1e-5
+    out.sum().backward()
+    assert torch.isfinite(batch.grad).all()
+    x = torch.tensor([0.0, 1e-9, 0.5, 1.0, 2.0], requires_grad=True)
+    gamma_torch(x, gamma).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    with pytest.raises(InputError, match="RGGB stack"):
+        develop_rggb_torch(batch[:, :3], torch.from_numpy(matrix))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,7 +61,8 @@ def test_tiny_run_lowers_the_loss_and_writes_the_run_dir(tiny_nip_run, tiny_data
 
 
 @pytest.mark.parametrize(("name", "options"), [("inet", {}), ("dnet", {"width": 8, "depth": 3}),
-                                               ("unet", {"width": 4, "baseline": "inet"})])
+                                               ("unet", {"width": 4, "baseline": "inet"}),
+                                               ("unet", {"width": 4, "baseline": "menon"})])
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, tiny_dataset, tiny_nip_config, name, options):
     config = {**tiny_nip_config, "data": str(tiny_dataset), "nip": name, "nip_options": options,
               "max_epochs": 12, "val_every": 4, "lr_schedule": "cosine", "lr_min": 1e-5, "baseline_lr": 1e-2}
@@ -116,9 +118,9 @@ def test_make_config():
 
 
 def test_quick_preset_settings_follow_the_nip():
-    """The quick preset's default NIP is a width-16 UNet over an INet; ``--nip inet`` gets INet's settings."""
+    """The quick preset's default NIP is a width-16 UNet over the python ISP; ``--nip inet`` gets INet's settings."""
     unet = make_config(preset="quick")
-    assert unet["nip"] == "unet" and unet["nip_options"] == {"width": 16, "baseline": "inet"}
+    assert unet["nip"] == "unet" and unet["nip_options"] == {"width": 16, "baseline": "menon"}
     assert unet["baseline_lr"] == PRESETS["quick"]["baseline_lr"] and "by_nip" not in unet
     inet = make_config({"nip": "inet"}, preset="quick")
     assert inet["nip_options"] == {} and inet["lr"] == PRESETS["quick"]["by_nip"]["inet"]["lr"] != unet["lr"]
@@ -156,3 +158,30 @@ def test_missing_data_is_input_error(tmp_path, tiny_nip_config):
 
 def test_summary_is_json(tiny_nip_run):
     json.loads((tiny_nip_run / "summary.json").read_text())
+
+
+def test_menon_baseline_starts_at_the_target_and_checks_the_gamma(tmp_path, tiny_dataset, tiny_nip_config):
+    """A UNet over the menon baseline is validated at the python ISP's fidelity from its first step (its
+    residual errors sit at the patch borders); a dataset made with another gamma curve is refused."""
+    config = {**tiny_nip_config, "data": str(tiny_dataset), "nip": "unet",
+              "nip_options": {"width": 4, "baseline": "menon"}, "max_epochs": 2, "val_every": 1, "lr": 3e-4}
+    summary = train_nip(config, tmp_path / "run", device="cpu", progress=False)
+    first = RunDir(tmp_path / "run").read_metrics()[0]
+    assert first["step"] == 0 and first["psnr"] > 33.0  # 36.2 dB on these 32x32 RGB patches
+    assert summary["psnr"] > 33.0
+    with pytest.raises(InputError, match="gamma"):
+        train_nip({**config, "nip_options": {"width": 4, "baseline": "menon", "gamma": "srgb"}}, tmp_path / "srgb",
+                  device="cpu", progress=False)
+
+
+def test_tensorboard_event_logs(tiny_nip_run):
+    """With TensorBoard installed, the run's validation scalars are in its event log, read back by TensorBoard."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(Path(tiny_nip_run) / "tensorboard")).Reload()
+    assert {"train_loss", "val_loss", "psnr", "ssim"} <= set(events.Tags()["scalars"])
+    logged = {e.step: e.value for e in events.Scalars("psnr")}
+    recorded = {r["step"]: r["psnr"] for r in RunDir(tiny_nip_run).read_metrics() if r["step"] in logged}
+    assert logged and set(logged) == set(recorded)
+    assert all(abs(logged[s] - recorded[s]) < 1e-4 for s in logged)

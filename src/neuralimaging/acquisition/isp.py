@@ -1,4 +1,4 @@
-"""Standard (non-differentiable) imaging pipelines: ``python`` (the paper's) and ``libraw``.
+"""Standard imaging pipelines: ``python`` (the paper's) and ``libraw``, and a torch twin of ``python``.
 
 ``python`` is the pipeline that produces the NIPs' training targets in Korus & Memon (Sec. 3.1): black/white
 normalization, as-shot white balance, Menon 2007 (DDFAPD) demosaicing via colour-demosaicing, the camera->sRGB
@@ -8,6 +8,11 @@ auto-exposure.
 ``libraw`` is ``rawpy.postprocess`` set up to be comparable (:data:`LIBRAW_SETTINGS`): camera white balance,
 sRGB output primaries, the same gamma curve, no auto-brightening, no automatic white-level adjustment,
 highlights clipped, 16-bit output; LibRaw's default AHD demosaicing (LibRaw has no Menon).
+
+:func:`develop_rggb_torch` / :class:`PythonISP` compute ``python`` from demosaicing on in torch (Menon 2007 via
+:func:`neuralimaging.acquisition.demosaic.menon2007`), batched, on any device and under autograd; it equals
+:func:`develop_rggb` up to float32 rounding. It is the fixed baseline of the ``menon`` NIP option
+(:class:`neuralimaging.acquisition.nip.UNet`).
 """
 
 from __future__ import annotations
@@ -18,9 +23,13 @@ from typing import Literal
 import colour
 import numpy as np
 import rawpy
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from colour_demosaicing import demosaicing_CFA_Bayer_Menon2007
 
 from neuralimaging.acquisition.bayer import check_cfa, from_rggb, normalize_mosaic
+from neuralimaging.acquisition.demosaic import menon2007
 from neuralimaging.acquisition.raw import RawImage, read_raw
 from neuralimaging.errors import InputError
 
@@ -28,6 +37,7 @@ __all__ = [
     "GAMMAS",
     "LIBRAW_SETTINGS",
     "PIPELINES",
+    "PythonISP",
     "apply_gamma",
     "apply_orientation",
     "demosaic",
@@ -36,6 +46,8 @@ __all__ = [
     "develop_mosaic",
     "develop_python",
     "develop_rggb",
+    "develop_rggb_torch",
+    "gamma_torch",
 ]
 
 GAMMAS = ("2.2", "srgb")
@@ -135,6 +147,71 @@ def develop_rggb(
     if rggb.ndim != 3 or rggb.shape[0] != 4:
         raise InputError(f"expected an RGGB stack of shape (4, h, w), got {rggb.shape}")
     return develop_mosaic(from_rggb(rggb, "RGGB"), "RGGB", cam_to_srgb, gamma)
+
+
+def gamma_torch(linear: torch.Tensor, gamma: Literal["2.2", "srgb"] = "2.2") -> torch.Tensor:
+    """:func:`apply_gamma` in torch: clip to [0, 1], then ``x ** (1/2.2)`` or the sRGB curve.
+
+    The curve's slope is infinite at 0; the gradient is taken from ``max(x, 1e-6)`` so that it stays finite.
+    """
+    if gamma not in GAMMAS:
+        raise InputError(f"gamma must be one of {', '.join(GAMMAS)}, got {gamma!r}")
+    x = linear.clamp(0.0, 1.0)
+    safe = x.clamp_min(1e-6)
+    if gamma == "2.2":
+        return torch.where(x > 0, safe.pow(1.0 / 2.2), x)
+    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * safe.pow(1.0 / 2.4) - 0.055)
+
+
+def develop_rggb_torch(
+    rggb: torch.Tensor,
+    cam_to_srgb: torch.Tensor,
+    gamma: Literal["2.2", "srgb"] = "2.2",
+) -> torch.Tensor:
+    """:func:`develop_rggb` in torch: Menon 2007 demosaicing, camera -> sRGB matrix, clip, gamma.
+
+    Args:
+        rggb: ``(N, 4, h, w)`` normalized, white-balanced RGGB stack in [0, 1].
+        cam_to_srgb: ``(3, 3)`` camera RGB -> linear sRGB.
+        gamma: ``"2.2"`` (paper) or ``"srgb"``.
+
+    Returns:
+        ``(N, 3, 2h, 2w)`` in [0, 1], differentiable with respect to ``rggb`` and ``cam_to_srgb``.
+    """
+    if rggb.dim() != 4 or rggb.shape[1] != 4:
+        raise InputError(f"expected an RGGB stack of shape (N, 4, h, w), got {tuple(rggb.shape)}")
+    if tuple(cam_to_srgb.shape) != (3, 3):
+        raise InputError(f"cam_to_srgb must be a 3x3 matrix, got shape {tuple(cam_to_srgb.shape)}")
+    mosaic = F.pixel_shuffle(rggb, 2)  # channels R, G, G, B land on (0,0), (0,1), (1,0), (1,1): RGGB
+    camera_rgb = menon2007(mosaic, "RGGB")
+    srgb = torch.einsum("ij,njhw->nihw", cam_to_srgb.to(camera_rgb.dtype), camera_rgb)
+    return gamma_torch(srgb, gamma)
+
+
+class PythonISP(nn.Module):
+    """The python ISP after normalization (:func:`develop_rggb_torch`) as a module without trainable parameters.
+
+    Args:
+        cam_to_srgb: ``(3, 3)`` camera RGB -> linear sRGB (a buffer, saved with the state dict); identity when
+            omitted.
+        gamma: ``"2.2"`` (paper) or ``"srgb"``.
+
+    Shape:
+        ``(N, 4, h, w)`` -> ``(N, 3, 2h, 2w)``.
+    """
+
+    def __init__(self, cam_to_srgb: np.ndarray | torch.Tensor | list | None = None, gamma: Literal["2.2", "srgb"] = "2.2") -> None:
+        super().__init__()
+        if gamma not in GAMMAS:
+            raise InputError(f"gamma must be one of {', '.join(GAMMAS)}, got {gamma!r}")
+        matrix = torch.eye(3) if cam_to_srgb is None else torch.as_tensor(np.asarray(cam_to_srgb, dtype=np.float32))
+        if matrix.shape != (3, 3):
+            raise InputError(f"cam_to_srgb must be a 3x3 matrix, got shape {tuple(matrix.shape)}")
+        self.gamma = gamma
+        self.register_buffer("cam_to_srgb", matrix.float())
+
+    def forward(self, rggb: torch.Tensor) -> torch.Tensor:
+        return develop_rggb_torch(rggb, self.cam_to_srgb, self.gamma)
 
 
 def develop_python(raw: RawImage, *, gamma: Literal["2.2", "srgb"] = "2.2", orient: bool = True) -> np.ndarray:
