@@ -5,11 +5,14 @@ Run by hand (never in the test suite)::
     .venv/bin/python benchmarks/train_nip.py speed [--nips inet,unet,dnet] [--threads 2] [--steps 5]
     .venv/bin/python benchmarks/train_nip.py quick --data DATA_DIR [--nip inet] [--out DIR]
 
-``speed`` times full training steps (forward, L2 loss, backward, Adam) on random tensors, after warm-up, in
-contiguous (NCHW) and channels-last layouts, and prints the median seconds per step and iterations per
-second next to the authors' TensorFlow toolbox measured on the same 2-core CPU (0.022 / 0.46 / 1.37 s per
-step) and the paper's K80 figures; ``bf16`` rows use bfloat16 autocast for the forward pass (config
-``amp: bf16``), ``cl`` the channels-last layout. ``quick`` trains with the ``quick`` preset on a prepared dataset (default
+``speed`` times full training steps (forward, L2 loss, backward, Adam) on random tensors, after warm-up, the
+way ``train_nip`` runs them (its ``nip_loss``, autocast and layout handling, Adam), and prints the median
+seconds per step and iterations per second next to the authors' TensorFlow toolbox measured on the same
+2-core CPU (0.022 / 0.46 / 1.37 s per step) and the paper's K80 figures. Rows: ``contiguous`` (float32,
+NCHW: the default config), ``channels_last`` (config ``channels_last: true``), ``bf16`` (config ``amp: bf16``)
+and ``bf16+cl`` (both). INet computes in float32 whatever the autocast, so its bf16 rows time the same
+arithmetic; its ``composed`` row times the einsum form its fused CPU kernel replaced (a same-run reference).
+Settings are timed interleaved (one step of each in turn), so load changes on a shared machine hit them alike. ``quick`` trains with the ``quick`` preset on a prepared dataset (default
 virtual-camera data: ``neuralimaging data synthesize`` + ``data prepare``, or ``--make-data`` to build it) and
 prints the validation PSNR/SSIM, steps and wall time. Both print the load average: the dev CPU is shared.
 """
@@ -33,42 +36,60 @@ AUTHORS_TF_CPU_S = {"inet": 0.022, "unet": 0.46, "dnet": 1.37}
 PAPER_K80_ITS = {"inet": 8.80, "unet": 1.75, "dnet": 0.66}
 
 
-def time_steps(name: str, steps: int, channels_last: bool, amp: bool = False, batch: int = 20, patch: int = 64) -> list[float]:
+LAYOUTS = ("contiguous", "channels_last", "bf16", "bf16+cl")
+
+
+def make_step(name: str, layout: str, batch: int = 20, patch: int = 64):
+    """One training step of ``train_nip``'s loop for a row's settings, as a closure returning its seconds."""
     torch.manual_seed(0)
     model = nip.create(name)
+    if layout == "composed":
+        model.forward = model._forward_composed  # type: ignore[method-assign]
+    channels_last = layout in ("channels_last", "bf16+cl")
+    amp = layout.startswith("bf16")
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x, y = torch.rand(batch, 4, patch, patch), torch.rand(batch, 3, 2 * patch, 2 * patch)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    times = []
-    for i in range(steps + 2):  # two warm-up steps
+    x = torch.rand(batch, 4, patch, patch).contiguous(memory_format=memory_format)
+    y = torch.rand(batch, 3, 2 * patch, 2 * patch)
+
+    def step() -> float:
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             out = model(x)
-        nip_loss(out.float(), y).backward()
+        loss = nip_loss(out.float(), y)
+        loss.backward()
         optimizer.step()
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    return times
+        return time.perf_counter() - start
+
+    return step
 
 
 def speed(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()}")
+    load_before = os.getloadavg()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load_before}")
     print(f"{'nip':<6}{'layout':<15}{'s/step':>9}{'it/s':>8}{'TF CPU s/step':>15}{'speed-up':>10}{'K80 it/s':>10}")
     rows = []
     for name in args.nips.split(","):
         steps = args.steps * (4 if name == "inet" else 1)
-        for layout in ("contiguous", "channels_last", "bf16", "bf16+cl"):
-            median = statistics.median(time_steps(name, steps, layout.endswith("cl") or layout == "channels_last",
-                                                  amp=layout.startswith("bf16")))
+        layouts = LAYOUTS + (("composed",) if name == "inet" else ())
+        timers = {layout: make_step(name, layout) for layout in layouts}
+        times: dict[str, list[float]] = {layout: [] for layout in layouts}
+        for i in range(steps + 2):  # two warm-up steps
+            for layout, step in timers.items():
+                seconds = step()
+                if i >= 2:
+                    times[layout].append(seconds)
+        for layout in layouts:
+            median = statistics.median(times[layout])
             tf = AUTHORS_TF_CPU_S[name]
             rows.append({"nip": name, "layout": layout, "s_per_step": median, "it_per_s": 1 / median})
             print(f"{name:<6}{layout:<15}{median:>9.3f}{1 / median:>8.2f}{tf:>15.3f}{tf / median:>9.2f}x"
                   f"{PAPER_K80_ITS[name]:>10.2f}", flush=True)
-    print(f"load average after: {os.getloadavg()}")
+    print(f"load average before {load_before}, after {os.getloadavg()}")
     if args.json:
         print(json.dumps(rows))
 

@@ -99,10 +99,78 @@ def test_inet_uses_given_colour_matrix():
 
 
 def test_inet_gradcheck():
-    """INet is smooth where nothing is clipped (float64)."""
+    """INet is smooth where nothing is clipped (float64; the fused CPU kernel, input gradient included)."""
     model = nip.create("inet").double()
     x = (0.2 + 0.4 * torch.rand(1, 4, 4, 4, dtype=torch.float64)).requires_grad_()
     assert torch.autograd.gradcheck(model, (x,), eps=1e-6, atol=1e-5)
+
+
+def _perturbed_inet(seed: int = 0) -> nip.INet:
+    """An INet moved off its initialization (full gamma matrices, non-identity colour) and clipping somewhere."""
+    torch.manual_seed(seed)
+    model = nip.INet(cam_to_srgb=[[1.6, -0.4, -0.2], [-0.2, 1.5, -0.3], [0.0, -0.5, 1.5]])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def _values_and_gradients(forward, model: nip.INet, x: torch.Tensor) -> list[torch.Tensor]:
+    model.zero_grad()
+    x = x.clone().requires_grad_()
+    out = forward(x)
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    (out * weights).sum().backward()
+    return [out.detach(), x.grad] + [p.grad for p in model.parameters()]
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 10, 14), (1, 4, 2, 2), (2, 4, 33, 8)])
+def test_inet_forward_equals_the_layers_of_table_2(shape):
+    """The fused CPU kernel and the composed form compute the paper's layers: values, input and weight
+    gradients (float64 reference, clipped pixels included: the clip passes gradients straight through)."""
+    model = _perturbed_inet()
+    x = torch.rand(*shape) * 1.2
+    reference = [t.clone() for t in _values_and_gradients(model.double().forward_layers, model, x.double())]
+    model.float()
+    out = model(x)
+    assert out.dtype == torch.float32 and ((out == 0) | (out == 1)).any()  # clipping is exercised
+    for forward in (model.forward, model._forward_composed):
+        for got, want in zip(_values_and_gradients(forward, model, x), reference):
+            torch.testing.assert_close(got.double(), want, atol=2e-5 * max(1.0, float(want.abs().max())), rtol=0)
+
+
+def test_inet_without_gradients_channels_last_and_under_autocast():
+    """No-grad (no saved activations), channels-last input and bfloat16 autocast give the float32 result."""
+    model = _perturbed_inet(1)
+    x = torch.rand(2, 4, 12, 16)
+    reference = model.forward_layers(x).detach()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference, atol=2e-6, rtol=0)
+    torch.testing.assert_close(model(x.contiguous(memory_format=torch.channels_last)).detach(), reference,
+                               atol=2e-6, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.detach(), reference, atol=2e-6, rtol=0)
+
+
+def test_inet_weight_gradcheck():
+    """Gradients of every INet weight through the fused kernel (float64, where nothing is clipped)."""
+    torch.manual_seed(2)
+    model = nip.INet().double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    x = 0.3 + 0.2 * torch.rand(2, 4, 3, 5, dtype=torch.float64)
+    out = model(x)
+    assert 0 < out.min() and out.max() < 1
+    names = [name for name, _ in model.named_parameters()]
+    weights = tuple(p.detach().clone().requires_grad_() for p in model.parameters())
+
+    def run(*values: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(model, dict(zip(names, values)), (x,))
+
+    assert torch.autograd.gradcheck(run, weights, eps=1e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", nip.names())
@@ -142,3 +210,24 @@ def test_tiled_equals_whole_image(name, extra):
 def test_tiled_rejects_too_small_tiles():
     with pytest.raises(InputError, match="too small"):
         nip.develop_tiled(nip.create("dnet", width=8), torch.rand(1, 4, 40, 40), tile=20)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dnet_padding_keeps_the_dtype_under_autocast(dtype):
+    """DNet's reflection padding equals nn.ReflectionPad2d(1) and, under bfloat16 autocast (which runs
+    reflection_pad2d in float32), leaves bfloat16 activations bfloat16: no round trip through float32."""
+    x = torch.rand(2, 5, 6, 7).to(dtype).contiguous(memory_format=torch.channels_last)
+    reference = torch.nn.ReflectionPad2d(1)(x)
+    pad = nip._ReflectionPad1()
+    assert pad(x).dtype == dtype and torch.equal(pad(x), reference)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        padded = pad(x)
+    assert padded.dtype == dtype and torch.equal(padded, reference)
+    model = nip.create("dnet", width=8, depth=2).eval()
+    seen = []
+    for module in model.modules():
+        if isinstance(module, nip._ReflectionPad1):
+            module.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.rand(1, 4, 12, 12))
+    assert len(seen) == 4 and set(seen) == {torch.bfloat16}

@@ -6,12 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from neuralimaging.data.dataset import Dataset
 from neuralimaging.data.patches import sample_patches
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.rundir import RunDir, config_hash
 from neuralimaging.experiments.train_manipulation import (
+    LATER_DEFAULTS,
     PRESETS,
     _trainable,
     evaluate,
@@ -22,7 +24,7 @@ from neuralimaging.experiments.train_manipulation import (
     train_step,
 )
 from neuralimaging.experiments.train_nip import load_nip
-from neuralimaging.experiments.workflow import build_workflow
+from neuralimaging.experiments.workflow import PIXEL_SCALE, ResidualNIP, build_workflow, manipulate, resolve_precision
 
 
 def tiny_config(data, nip_run, **overrides) -> dict:
@@ -51,9 +53,9 @@ def batch(tiny_dataset):
     return sample_patches(dataset.train, 4, 16, np.random.default_rng(0))
 
 
-def _workflow(nip_run, mode: str):
+def _workflow(nip_run, mode: str, **options):
     torch.manual_seed(0)
-    workflow = build_workflow(load_nip(nip_run)).eval()
+    workflow = build_workflow(load_nip(nip_run), **options).eval()
     optimizer = torch.optim.Adam(_trainable(workflow, mode), lr=1e-3)
     return workflow, optimizer
 
@@ -78,6 +80,35 @@ class TestTrainStep:
         assert any(not torch.equal(a, b) for a, b in zip(nip_before, workflow.nip.parameters()))
         assert parts["loss"] == pytest.approx(parts["ce"] + 0.01 * parts["nip_mse"], rel=1e-5)
 
+    def test_fp32_step_is_the_papers_loss(self, tiny_nip_run, batch) -> None:
+        """precision fp32: the step's loss is CE(FAN(channel(m_c(NIP(x))))) + lambda MSE(255 NIP(x), 255 y),
+        computed here from the parts."""
+        workflow, optimizer = _workflow(tiny_nip_run, "fan,nip", precision="fp32", channels_last=False)
+        rggb, target = batch
+        with torch.no_grad():
+            rgb = workflow.nip(rggb)
+            manipulated, labels = manipulate(rgb, workflow.manipulations)
+            ce = F.cross_entropy(workflow.fan(workflow.channel(manipulated)), labels)
+            mse = ((rgb.double() - target.double()) * PIXEL_SCALE).square().mean()
+        parts = train_step(workflow, optimizer, rggb, target, mode="fan,nip", lambda_nip=0.01)
+        assert parts["ce"] == pytest.approx(float(ce), rel=1e-6)
+        assert parts["nip_mse"] == pytest.approx(float(mse), rel=1e-5)
+
+    @pytest.mark.parametrize("mode", ["fan", "fan,nip"])
+    def test_bf16_step_is_finite_and_reaches_the_nip(self, tiny_nip_run, batch, mode: str) -> None:
+        """bfloat16 autocast of the NIP body (a UNet residual: INet itself stays float32) and of the FAN."""
+        workflow, _ = _workflow(tiny_nip_run, mode, precision="bf16")
+        workflow.nip = ResidualNIP(workflow.nip, width=4)
+        optimizer = torch.optim.Adam(_trainable(workflow, mode), lr=1e-3)
+        parts = [train_step(workflow, optimizer, *batch, mode=mode, lambda_nip=0.01) for _ in range(2)]
+        assert all(np.isfinite(list(p.values())).all() for p in parts)
+        grads = [p.grad for p in workflow.nip.parameters()]
+        if mode == "fan":
+            assert all(g is None for g in grads)
+        else:
+            assert all(g is not None and torch.isfinite(g).all() for g in grads)
+            assert float(workflow.nip.residual.head.weight.grad.abs().sum()) > 0
+
     @pytest.mark.parametrize("mode", ["fan", "fan,nip"])
     def test_loss_falls_on_a_fixed_batch(self, tiny_nip_run, batch, mode: str) -> None:
         workflow, optimizer = _workflow(tiny_nip_run, mode)
@@ -100,11 +131,22 @@ class TestConfig:
             ({"patch": 12}, "multiple of 8"),
             ({"lambda_nip": -1}, "lambda_nip"),
             ({"preset": "slow"}, "preset"),
+            ({"precision": "fp16"}, "precision"),
+            ({"channels_last": "yes"}, "channels_last"),
         ],
     )
     def test_bad_values(self, bad: dict, match: str) -> None:
         with pytest.raises(InputError, match=match):
             resolve_config({"data": "d", "nip_run": "n", **bad})
+
+    def test_later_keys_at_their_defaults_leave_the_config_and_its_hash_alone(self) -> None:
+        """Configs written before precision/channels_last existed keep their hash (their runs stay resumable)."""
+        base = resolve_config({"data": "d", "nip_run": "n"})
+        assert not set(LATER_DEFAULTS) & set(base)
+        assert resolve_config({"data": "d", "nip_run": "n", **LATER_DEFAULTS}) == base
+        fp32 = resolve_config({"data": "d", "nip_run": "n", "precision": "fp32"})
+        assert fp32["precision"] == "fp32" and config_hash(fp32) != config_hash(base)
+        assert resolve_config({"data": "d", "nip_run": "n", "channels_last": False})["channels_last"] is False
 
     def test_mode_spelling_is_normalized(self) -> None:
         assert resolve_config({"data": "d", "nip_run": "n", "train": "nip, fan"})["train"] == "fan,nip"
@@ -125,6 +167,8 @@ class TestTrainManipulation:
         for key in ("accuracy", "confusion", "psnr", "ssim", "wall_time_s", "config_hash", "psnr_start", "psnr_paid"):
             assert key in summary
         assert summary["config_hash"] == config_hash(run.read_config())
+        assert summary["precision"] == resolve_precision("auto", "cpu")
+        assert not set(LATER_DEFAULTS) & set(run.read_config())
         confusion = np.array(summary["confusion"])
         assert confusion.shape == (5, 5)
         assert confusion.sum() == summary["n_validation"] == 8 * 5

@@ -14,13 +14,16 @@ from neuralimaging.distribution.channel import Channel
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.workflow import (
     PIXEL_SCALE,
+    PRECISIONS,
     ResidualNIP,
     Workflow,
     WorkflowOutput,
     build_workflow,
     lambda_for_distortion,
     manipulate,
+    native_bf16,
     nip_mse,
+    resolve_precision,
     workflow_loss,
 )
 from neuralimaging.forensics.fan import FAN
@@ -138,7 +141,8 @@ class TestResidualNIP:
 class TestFanBF16:
     def test_logits_close_to_float32_and_gradients_flow(self, rggb: torch.Tensor) -> None:
         torch.manual_seed(0)
-        wf = build_workflow(nips.create("inet"), channel="down:2,jpeg:50")
+        wf = build_workflow(nips.create("inet"), channel="down:2,jpeg:50", precision="fp32")
+        assert not wf.fan_bf16 and not wf.nip_bf16
         rgb = wf.nip(rggb).detach()
         with torch.no_grad():
             reference, _ = wf.classify(rgb)
@@ -149,3 +153,70 @@ class TestFanBF16:
         torch.testing.assert_close(logits, reference, atol=0.05 * scale, rtol=0)
         F.cross_entropy(logits, labels).backward()
         assert all(p.grad is not None for p in wf.fan.parameters())
+
+
+def _cpu_flags() -> set[str] | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return None
+
+
+class TestPrecision:
+    def test_native_bf16_follows_the_cpu_flags(self) -> None:
+        flags = _cpu_flags()
+        if flags is None or torch.backends.mkldnn.is_available() is False:
+            pytest.skip("no /proc/cpuinfo or no oneDNN")
+        assert native_bf16("cpu") == bool({"avx512_bf16", "amx_bf16"} & flags)
+
+    def test_resolution(self) -> None:
+        assert resolve_precision("fp32", "cpu") == "fp32"
+        assert resolve_precision("bf16", "cpu") == "bf16"
+        assert resolve_precision("auto", "cpu") == ("bf16" if native_bf16("cpu") else "fp32")
+        assert set(PRECISIONS) == {"auto", "bf16", "fp32"}
+        with pytest.raises(InputError, match="precision"):
+            resolve_precision("fp16", "cpu")
+        wf = build_workflow(nips.create("inet"), precision="auto")
+        assert wf.nip_bf16 == wf.fan_bf16 == native_bf16("cpu")
+        wf = build_workflow(nips.create("inet"), precision="fp32", fan_bf16=True)
+        assert wf.fan_bf16 and not wf.nip_bf16
+
+    @pytest.mark.parametrize("channels_last", [False, True])
+    def test_fp32_equals_the_plain_composition(self, rggb: torch.Tensor, channels_last: bool) -> None:
+        """precision fp32 computes NIP -> manipulations -> channel -> FAN with nothing else in between."""
+        torch.manual_seed(0)
+        wf = build_workflow(nips.create("unet", width=4), precision="fp32", channels_last=channels_last).eval()
+        with torch.no_grad():
+            out = wf(rggb)
+            rgb = wf.nip(rggb)
+            manipulated, labels = manipulate(rgb, wf.manipulations)
+            logits = wf.fan(wf.channel(manipulated))
+        if channels_last:  # same arithmetic in another memory layout: float rounding only
+            torch.testing.assert_close(out.rgb, rgb, atol=1e-5, rtol=0)
+            torch.testing.assert_close(out.logits, logits, atol=1e-4 * float(logits.abs().max()), rtol=0)
+        else:
+            assert torch.equal(out.rgb, rgb) and torch.equal(out.logits, logits)
+        assert torch.equal(out.labels, labels)
+
+    def test_bf16_joint_step_is_float32_outside_and_trains_the_nip(self, rggb: torch.Tensor) -> None:
+        torch.manual_seed(0)
+        nip = nips.create("unet", width=4)
+        wf = build_workflow(nip, precision="bf16").eval()
+        assert wf.nip_bf16 and wf.fan_bf16
+        out = wf(rggb)
+        assert out.rgb.dtype == torch.float32 and out.logits.dtype == torch.float32 and out.rgb.is_contiguous()
+        with torch.no_grad():
+            reference = nip(rggb)
+            torch.testing.assert_close(wf.develop(rggb, float32=True), reference)  # validation: float32
+        torch.testing.assert_close(out.rgb.detach(), reference, atol=0.03, rtol=0)  # bfloat16 noise only
+        total, parts = workflow_loss(out, torch.rand_like(out.rgb), 0.1)
+        assert math.isfinite(parts["loss"]) and math.isfinite(parts["nip_mse"])
+        total.backward()
+        grads = [p.grad for p in nip.parameters()]
+        assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+        assert sum(float(g.abs().sum()) for g in grads) > 0
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in wf.fan.parameters())

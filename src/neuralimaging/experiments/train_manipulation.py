@@ -23,9 +23,20 @@ The ``quick`` preset's defaults (``residual_width`` 16, ``lambda_nip`` 0.002) su
 such as the quick-preset INet (~29.5-31.8 dB): in F+N a zero-initialized UNet residual
 (:class:`~neuralimaging.experiments.workflow.ResidualNIP`, ``residual_width``) is added, so the output starts
 identical to the pre-trained NIP's and the joint optimization gets a UNet's capacity to leave traces (the
-paper's INet, 321 parameters, gains only ~10 points). The demo sweep pre-trains the quick UNet-over-INet
-(~33 dB) instead and sets ``residual_width: 0`` and ``lambda_nip`` 0.003 for it; see docs/benchmarks.md for
-the measured trade-offs.
+paper's INet, 321 parameters, gains only ~10 points). The demo sweep pre-trains the quick NIP instead (a
+width-16 UNet correcting the python ISP in torch: 43 dB on 64x64 validation patches, 38.8 dB on the joint
+32x32 ones, whose borders weigh more) and sets ``residual_width: 0`` and ``lambda_nip`` 0.003 for it. The
+distortion rule above does not carry over to that NIP (its error sits at the patch borders, not in the
+content): measured there, 0.003 gave F+N +30 points for 7.2 dB and 0.01 +19 points for 2.9 dB; see
+docs/benchmarks.md.
+
+Precision (not in the paper; a CPU speed-up): ``precision: auto`` (the default) runs the NIP body and the FAN
+under bfloat16 autocast where the device computes bfloat16 natively (x86 CPUs with AVX512-BF16 or AMX, CUDA
+GPUs with bf16) and in float32 elsewhere, where emulated bfloat16 would be slower; ``fp32`` keeps the paper's
+float32 arithmetic throughout, ``bf16`` forces autocast. The NIP output, the manipulations, the channel's
+dJPEG, both loss terms, the weights and Adam's state stay float32 in every case, and validation develops the
+patches in float32. ``channels_last: true`` (default) feeds the NIP and the FAN channels-last tensors. The
+summary records the precision used.
 
     >>> summary = train_manipulation({"data": "data/", "nip_run": "runs/nip", "train": "fan,nip",
     ...                               "lambda_nip": 0.01, "preset": "quick"}, "runs/fn")   # doctest: +SKIP
@@ -51,10 +62,18 @@ from neuralimaging.device import resolve_device
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.metrics import psnr_per_image, ssim_per_image
 from neuralimaging.experiments.rundir import RunDir, capture_rng_state, config_hash, restore_rng_state
-from neuralimaging.experiments.workflow import ResidualNIP, Workflow, build_workflow, workflow_loss
+from neuralimaging.experiments.workflow import (
+    PRECISIONS,
+    ResidualNIP,
+    Workflow,
+    build_workflow,
+    resolve_precision,
+    workflow_loss,
+)
 
 __all__ = [
     "PRESETS",
+    "LATER_DEFAULTS",
     "MODES",
     "resolve_config",
     "train_manipulation",
@@ -76,7 +95,7 @@ _BASE: dict[str, Any] = {
     "manipulations": "native,sharpen,gaussian,jpeg,resample",
     "channel": "down:2,jpeg:50",
     "fan": {"constraint_scale": 1.0},
-    "fan_bf16": False,  # FAN under bfloat16 autocast (faster on AVX512-BF16 CPUs and GPUs)
+    "fan_bf16": False,  # the FAN under bfloat16 autocast even with precision "fp32" (the older, narrower switch)
     "residual_width": 0,  # F+N only: > 0 adds a zero-initialized UNet residual of this width to the NIP
     "patch": 64,  # RAW patch side (RGGB stack pixels); the NIP outputs 2x that
     "batch": 20,
@@ -130,6 +149,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+LATER_DEFAULTS: dict[str, Any] = {
+    # "auto" | "bf16" | "fp32": the NIP body and the FAN under bfloat16 autocast ("auto": where the device
+    # computes it natively; see neuralimaging.experiments.workflow.PRECISIONS). Not in the paper.
+    "precision": "auto",
+    "channels_last": True,  # channels-last inputs for the NIP and the FAN (faster convolutions on CPU)
+}
+"""Settings added after run folders were first written. A resolved config holds them only where they differ
+from these defaults, so configs (and run folders) from before keep their hash and stay resumable."""
+
+
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in override.items():
@@ -156,9 +185,10 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     preset = config.get("preset", "paper")
     if preset not in PRESETS:
         raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    unknown = set(config) - set(_BASE) - {"preset"}
+    unknown = set(config) - set(_BASE) - set(LATER_DEFAULTS) - {"preset"}
     if unknown:
-        raise InputError(f"unknown config keys: {', '.join(sorted(unknown))}; expected some of: {', '.join(_BASE)}")
+        known = ", ".join([*_BASE, *LATER_DEFAULTS])
+        raise InputError(f"unknown config keys: {', '.join(sorted(unknown))}; expected some of: {known}")
     resolved = _merge(_merge(_BASE, PRESETS[preset]), config)
     resolved["preset"] = preset
     resolved["train"] = _normalize_mode(resolved["train"])
@@ -174,7 +204,20 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise InputError(f"patch must be a multiple of 8 (JPEG blocks after the channel), got {resolved['patch']}")
     if float(resolved["lambda_nip"]) < 0:
         raise InputError(f"lambda_nip must be >= 0, got {resolved['lambda_nip']}")
+    if _setting(resolved, "precision") not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {resolved['precision']!r}")
+    for key in ("fan_bf16", "channels_last"):
+        if not isinstance(_setting(resolved, key), bool):
+            raise InputError(f"{key} must be true or false, got {resolved[key]!r}")
+    for key, default in LATER_DEFAULTS.items():
+        if key in resolved and resolved[key] == default:
+            del resolved[key]
     return resolved
+
+
+def _setting(config: Mapping[str, Any], key: str) -> Any:
+    """A config value, with the defaults of keys that older configs lack."""
+    return config.get(key, LATER_DEFAULTS.get(key, _BASE.get(key)))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -219,6 +262,9 @@ def validate(
 ) -> dict[str, Any]:
     """Accuracy, confusion matrix and NIP fidelity on a fixed set of patches.
 
+    The NIP runs in float32 here whatever the workflow's precision (its fidelity is that of the deployed NIP);
+    the FAN runs as in training.
+
     Args:
         workflow: the model (evaluated in eval mode; its mode is restored).
         rggb: validation RAW patches ``(M, 4, h, w)``.
@@ -242,13 +288,12 @@ def validate(
         for start in range(0, rggb.shape[0], batch):
             x = rggb[start : start + batch].to(device)
             y = target[start : start + batch].to(device)
+            rgb = workflow.develop(x, float32=True)
             if classify:
-                out = workflow(x)
-                index = out.labels.cpu() * n_classes + out.logits.argmax(1).cpu()
+                logits, labels = workflow.classify(rgb)
+                index = labels.cpu() * n_classes + logits.argmax(1).cpu()
                 confusion += torch.bincount(index, minlength=n_classes**2).reshape(n_classes, n_classes)
-                rgb = out.rgb.clamp(0, 1)
-            else:
-                rgb = workflow.nip(x).clamp(0, 1)
+            rgb = rgb.clamp(0, 1)
             psnrs.append(psnr_per_image(rgb, y).cpu())
             ssims.append(ssim_per_image(rgb, y).cpu())
     finally:
@@ -278,7 +323,10 @@ def _build(config: Mapping[str, Any], device: torch.device, channel: str | nn.Mo
         manipulations=config["manipulations"],
         channel=config["channel"] if channel is None else channel,
         fan_options=dict(config.get("fan") or {}),
-        fan_bf16=bool(config.get("fan_bf16", False)),
+        precision=str(_setting(config, "precision")),
+        fan_bf16=bool(_setting(config, "fan_bf16")),
+        channels_last=bool(_setting(config, "channels_last")),
+        device=device,
     )
     if int(config.get("residual_width") or 0) > 0 and "nip" in MODES[config["train"]]:
         # Same output as the plain NIP at the start; F mode keeps the plain NIP (same output, less work).
@@ -329,7 +377,8 @@ def train_step(
 
     In mode ``"fan"`` the NIP runs without gradients (it is frozen) and the loss is the cross-entropy; in
     ``"fan,nip"`` the loss is :func:`~neuralimaging.experiments.workflow.workflow_loss` and gradients reach the
-    NIP through the channel.
+    NIP through the channel. The workflow's precision and layout settings apply (``nip_bf16``, ``fan_bf16``,
+    ``channels_last``); the NIP output and both loss terms are float32.
 
     Args:
         workflow: the model; ``optimizer`` holds the parameters being trained.
@@ -346,7 +395,7 @@ def train_step(
         loss, parts = workflow_loss(workflow(rggb), target, lambda_nip)
     else:
         with torch.no_grad():
-            rgb = workflow.nip(rggb)
+            rgb = workflow.develop(rggb)
         logits, labels = workflow.classify(rgb)
         loss = F.cross_entropy(logits, labels)
         parts = {"loss": float(loss.detach()), "ce": float(loss.detach())}
@@ -508,6 +557,7 @@ def train_manipulation(
         "wall_time_s": elapsed(),
         "cpu_time_s": cpu_seconds(),
         "threads": torch.get_num_threads(),
+        "precision": resolve_precision(_setting(config, "precision"), device),
         "config_hash": digest,
     }
     run.write_summary(summary)
