@@ -78,11 +78,16 @@ def speed(args: argparse.Namespace) -> None:
         layouts = LAYOUTS + (("composed",) if name == "inet" else ())
         timers = {layout: make_step(name, layout) for layout in layouts}
         times: dict[str, list[float]] = {layout: [] for layout in layouts}
-        for i in range(steps + 2):  # two warm-up steps
+        # Rounds of consecutive steps per layout, the layouts alternating between rounds: steps of one model
+        # in a row (as in training: alternating models step by step evicts each other's data from the caches,
+        # which made INet's step ~1.4x slower), alternation against drifting load.
+        rounds = 3 if steps >= 6 else 1
+        for r in range(rounds):
             for layout, step in timers.items():
-                seconds = step()
-                if i >= 2:
-                    times[layout].append(seconds)
+                for i in range(steps // rounds + 2):  # two warm-up steps per block
+                    seconds = step()
+                    if i >= 2:
+                        times[layout].append(seconds)
         for layout in layouts:
             median = statistics.median(times[layout])
             tf = AUTHORS_TF_CPU_S[name]
