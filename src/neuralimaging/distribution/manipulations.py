@@ -64,11 +64,24 @@ _SHARPEN_LAPLACIAN = ((1.0, 4.0, 1.0), (4.0, -20.0, 4.0), (1.0, 4.0, 1.0))
 
 
 def _depthwise(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Same-size depthwise convolution with replicate padding; ``kernel`` ``(k, k)``."""
+    """Same-size depthwise convolution with replicate padding; ``kernel`` ``(k, k)``.
+
+    Kernels up to 3x3 are a weighted sum of shifted views (forward + backward 4x faster on a CPU than oneDNN's
+    grouped convolution for the sharpening filter on 20 x 1 x 128 x 128); larger ones use ``conv2d``.
+    """
     k = kernel.shape[-1]
     c = x.shape[1]
-    weight = kernel.to(x.dtype).to(x.device).expand(c, 1, k, k)
     padded = F.pad(x, (k // 2,) * 4, mode="replicate")
+    if k <= 3:
+        h, w = x.shape[-2:]
+        out: torch.Tensor | None = None
+        for i, row in enumerate(kernel.tolist()):
+            for j, weight in enumerate(row):
+                if weight != 0.0:
+                    term = padded[..., i : i + h, j : j + w] * weight
+                    out = term if out is None else out + term
+        return out if out is not None else torch.zeros_like(x)
+    weight = kernel.to(x.dtype).to(x.device).expand(c, 1, k, k)
     return F.conv2d(padded, weight, groups=c)
 
 
