@@ -45,6 +45,8 @@ def test_tiny_demo_runs_end_to_end(tiny_demo) -> None:
     assert all(0.0 <= entry["accuracy"] <= 1.0 for entry in summary["joint"])
     assert Path(summary["report"]).is_file() and "<img" in Path(summary["report"]).read_text()
     assert any(line.startswith("4/4") for line in lines)
+    started = [line for line in lines if ": started (" in line]  # each run announced before it trains
+    assert len(started) == 7 and any("NIP pre-training" in line for line in started)
     assert summarize(out / "runs") == {k: summary[k] for k in ("pretrain", "joint", "failed")}
 
 

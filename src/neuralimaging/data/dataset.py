@@ -366,11 +366,15 @@ def prepare(
             prepared.append(path.stem)
         else:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            if not isinstance(error, (NeuralImagingError, OSError, ValueError)):  # a bug or a library's failure
+                reason = f"{type(error).__name__}: {reason}"
             failed.append((path.name, reason))
         if progress:
             progress(done, len(files), path.name, None if error is None else failed[-1][1])
 
-    expected = (NeuralImagingError, OSError, ValueError)
+    # Any failure of one file (bad input, or e.g. a RuntimeError inside a library) is recorded and the batch
+    # carries on; only interrupts (KeyboardInterrupt, SystemExit) stop it.
+    expected = (Exception,)
     if workers > 1 and len(todo) > 1:
         # spawn: LibRaw uses OpenMP, which can deadlock in forked children
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:

@@ -23,12 +23,15 @@ from neuralimaging.acquisition.virtual_camera import synthesize
 from neuralimaging.data.dataset import prepare
 from neuralimaging.experiments.report import write_report
 from neuralimaging.experiments.results import collect
-from neuralimaging.experiments.sweep import load_sweep, run_sweep
+from neuralimaging.experiments.sweep import TASKS, load_sweep, run_sweep
 
 __all__ = ["DEMO_CAMERA", "demo_sweep_path", "run_demo", "summarize"]
 
 DEMO_CAMERA = "nikon-d90"
 """The virtual camera of the demo (GBRG, like the paper's Nikon D90)."""
+
+
+_TASK_WORDS = {TASKS["nip"]: "NIP pre-training", TASKS["manipulation"]: "FAN / joint training"}
 
 
 def demo_sweep_path() -> Path:
@@ -111,6 +114,7 @@ def run_demo(
         runs_dir,
         device=device,
         on_outcome=lambda outcome: log(f"    run {outcome.name}: {outcome.status}"),
+        on_start=lambda spec: log(f"    run {spec.name}: started ({_TASK_WORDS.get(spec.task, spec.task)})"),
     )
     timings["train_s"] = time.perf_counter() - start
 

@@ -537,9 +537,16 @@ def _threads(spec: RunSpec) -> int | None:
     return int(value) if value else None
 
 
-def _local(runs: Sequence[RunSpec], runs_dir: Path, device: str, on_outcome: Callable[[RunOutcome], None]) -> list[RunOutcome]:
+def _local(
+    runs: Sequence[RunSpec],
+    runs_dir: Path,
+    device: str,
+    on_outcome: Callable[[RunOutcome], None],
+    on_start: Callable[[RunSpec], None] = lambda spec: None,
+) -> list[RunOutcome]:
     outcomes = []
     for spec in runs:
+        on_start(spec)
         outcome = execute_run(spec, runs_dir, device, _threads(spec))
         on_outcome(outcome)
         outcomes.append(outcome)
@@ -622,6 +629,7 @@ def run_sweep(
     retry_failed: bool = True,
     only: Iterable[str] | None = None,
     on_outcome: Callable[[RunOutcome], None] | None = None,
+    on_start: Callable[[RunSpec], None] | None = None,
 ) -> list[RunOutcome]:
     """Execute a sweep's runs into ``runs_dir``, stage by stage (a stage starts when the previous one ended).
 
@@ -638,6 +646,7 @@ def run_sweep(
         retry_failed: run failed runs again (else they are left as failed).
         only: run just these run names (or name prefixes).
         on_outcome: called with each run's outcome as it finishes (e.g. to print progress).
+        on_start: called with each run's spec when it starts (in this process) or is handed to a worker.
 
     Returns:
         One outcome per executed or skipped run, in completion order.
@@ -668,10 +677,14 @@ def run_sweep(
                 todo.append(spec)
         if not todo:
             continue
+        started = on_start or (lambda spec: None)
+        if ray_address or (workers > 1 and len(todo) > 1):
+            for spec in todo:
+                started(spec)
         if ray_address:
             outcomes += _ray(todo, runs_dir, device, ray_address, callback)
         elif workers > 1 and len(todo) > 1:
             outcomes += _processes(todo, runs_dir, device, workers, callback)
         else:
-            outcomes += _local(todo, runs_dir, device, callback)
+            outcomes += _local(todo, runs_dir, device, callback, started)
     return outcomes
