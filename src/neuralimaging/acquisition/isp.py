@@ -200,7 +200,9 @@ class PythonISP(nn.Module):
         ``(N, 4, h, w)`` -> ``(N, 3, 2h, 2w)``.
     """
 
-    def __init__(self, cam_to_srgb: np.ndarray | torch.Tensor | list | None = None, gamma: Literal["2.2", "srgb"] = "2.2") -> None:
+    def __init__(
+        self, cam_to_srgb: np.ndarray | torch.Tensor | list | None = None, gamma: Literal["2.2", "srgb"] = "2.2"
+    ) -> None:
         super().__init__()
         if gamma not in GAMMAS:
             raise InputError(f"gamma must be one of {', '.join(GAMMAS)}, got {gamma!r}")
