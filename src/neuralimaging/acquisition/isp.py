@@ -25,11 +25,10 @@ import numpy as np
 import rawpy
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from colour_demosaicing import demosaicing_CFA_Bayer_Menon2007
 
 from neuralimaging.acquisition.bayer import check_cfa, from_rggb, normalize_mosaic
-from neuralimaging.acquisition.demosaic import menon2007
+from neuralimaging.acquisition.demosaic import menon2007, rggb_to_mosaic
 from neuralimaging.acquisition.raw import RawImage, read_raw
 from neuralimaging.errors import InputError
 
@@ -178,12 +177,9 @@ def develop_rggb_torch(
     Returns:
         ``(N, 3, 2h, 2w)`` in [0, 1], differentiable with respect to ``rggb`` and ``cam_to_srgb``.
     """
-    if rggb.dim() != 4 or rggb.shape[1] != 4:
-        raise InputError(f"expected an RGGB stack of shape (N, 4, h, w), got {tuple(rggb.shape)}")
     if tuple(cam_to_srgb.shape) != (3, 3):
         raise InputError(f"cam_to_srgb must be a 3x3 matrix, got shape {tuple(cam_to_srgb.shape)}")
-    mosaic = F.pixel_shuffle(rggb, 2)  # channels R, G, G, B land on (0,0), (0,1), (1,0), (1,1): RGGB
-    camera_rgb = menon2007(mosaic, "RGGB")
+    camera_rgb = menon2007(rggb_to_mosaic(rggb), "RGGB")
     srgb = torch.einsum("ij,njhw->nihw", cam_to_srgb.to(camera_rgb.dtype), camera_rgb)
     return gamma_torch(srgb, gamma)
 

@@ -202,9 +202,9 @@ def _build_model(config: Mapping[str, Any], cam_to_srgb: Any = None, gamma: str 
         if gamma is not None and options.get("gamma", "2.2") != gamma:
             raise InputError(f"the dataset's targets use gamma {gamma!r}: set nip_options.gamma to {gamma!r} "
                              f"for the menon baseline (got {options.get('gamma', '2.2')!r})")
-        options.setdefault("cam_to_srgb", np.asarray(cam_to_srgb, dtype=np.float32).tolist())
     uses_inet = config["nip"] == "inet" or options.get("baseline") == "inet"
-    if uses_inet and cam_to_srgb is not None and config.get("init_color_matrix", True):
+    starts_from_it = options.get("baseline") == "menon" or (uses_inet and config.get("init_color_matrix", True))
+    if starts_from_it and cam_to_srgb is not None:
         options.setdefault("cam_to_srgb", np.asarray(cam_to_srgb, dtype=np.float32).tolist())
     return nip_module.create(config["nip"], **options)
 
