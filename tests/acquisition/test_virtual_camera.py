@@ -165,3 +165,21 @@ def test_bad_arguments(tmp_path: Path, photo_paths) -> None:
         (photos / f"a{suffix}").write_bytes(photo_paths[0].read_bytes())
     with pytest.raises(InputError, match=r"a\.png: has the same name stem as .*a\.jpg"):
         synthesize(photos, "nikon-d90", tmp_path / "out")
+
+
+def test_noise_free_shot_is_the_noisy_shot_without_its_noise() -> None:
+    camera = get_camera("canon-5d2").with_size("64x96")
+    rng = np.random.default_rng(4)
+    rgb = rng.uniform(0.1, 0.9, (3, *camera.size)).astype(np.float32)
+    noisy, info = unprocess(rgb, camera, np.random.default_rng(12))
+    clean, clean_info = unprocess(rgb, camera, np.random.default_rng(12), noise=False)
+    assert clean_info == info  # same exposure, white balance and noise levels
+    clean_again, _ = unprocess(rgb, camera, np.random.default_rng(12), noise=False)
+    assert np.array_equal(clean, clean_again)
+    # the difference is the Poisson-Gaussian noise of the shot: zero-mean, variance shot * x + read (in DN^2)
+    scale = camera.white_level - camera.black_level
+    x = (clean.astype(np.float64) - camera.black_level) / scale
+    diff = (noisy.astype(np.float64) - clean.astype(np.float64)) / scale
+    predicted = x * info["shot_noise"] + info["read_noise"] + 1.0 / (6.0 * scale**2)  # + rounding of both
+    assert abs(diff.mean()) < 4 * np.sqrt(predicted.mean() / diff.size)
+    assert 0.9 < diff.var() / predicted.mean() < 1.1

@@ -337,6 +337,7 @@ def unprocess(
     rng: np.random.Generator,
     *,
     prnu: np.ndarray | None = None,
+    noise: bool = True,
 ) -> tuple[np.ndarray, dict]:
     """Turn an sRGB image of the sensor's size into a noisy raw mosaic (steps 2-8 of the module docstring).
 
@@ -345,6 +346,9 @@ def unprocess(
         camera: the profile.
         rng: source of the per-shot randomness (exposure, white balance, noise level, noise).
         prnu: K of the sensor (computed from the profile when None).
+        noise: add the Poisson-Gaussian noise. With False the mosaic is noise-free, while the per-shot
+            parameters (noise levels included) are drawn from ``rng`` as with True: the same ``rng`` state
+            gives the same shot without its noise (ground truth for PRNU oracles).
 
     Returns:
         ``uint16 (H, W)`` mosaic in DN and the per-shot parameters (``wb_gains``, ``exposure``, ``shot_noise``,
@@ -369,8 +373,11 @@ def unprocess(
     log_low, log_high = np.log(camera.shot_noise[0]), np.log(camera.shot_noise[1])
     shot = float(np.exp(rng.uniform(log_low, log_high)))
     read = float(np.exp(2.18 * np.log(shot) + 1.20 + rng.normal(0.0, 0.26)))
-    variance = np.maximum(mosaic, 0.0) * shot + read
-    noisy = mosaic + rng.standard_normal(mosaic.shape) * np.sqrt(variance)
+    if noise:
+        variance = np.maximum(mosaic, 0.0) * shot + read
+        noisy = mosaic + rng.standard_normal(mosaic.shape) * np.sqrt(variance)
+    else:
+        noisy = mosaic
     scale = camera.white_level - camera.black_level
     dn = np.round(camera.black_level + noisy * scale)
     dn = np.clip(dn, 0, camera.white_level).astype(np.uint16)
