@@ -257,13 +257,15 @@ def make_models():
 
         def __init__(self, n_classes=5):
             super().__init__(name="fan")
-            he = tf.keras.initializers.HeNormal()
+            def he():
+                return tf.keras.initializers.HeNormal(seed=0)
+
             self.residual = ConstrainedConv()
-            self.convs = [layers.Conv2D(c, 5, padding="same", kernel_initializer=he) for c in (32, 64, 128, 256)]
+            self.convs = [layers.Conv2D(c, 5, padding="same", kernel_initializer=he()) for c in (32, 64, 128, 256)]
             self.pool = layers.MaxPool2D(2)
-            self.mix = layers.Conv2D(256, 1, kernel_initializer=he)
-            self.fc = [layers.Dense(512, kernel_initializer=he), layers.Dense(128, kernel_initializer=he)]
-            self.logits = layers.Dense(n_classes, kernel_initializer=he)
+            self.mix = layers.Conv2D(256, 1, kernel_initializer=he())
+            self.fc = [layers.Dense(512, kernel_initializer=he()), layers.Dense(128, kernel_initializer=he())]
+            self.logits = layers.Dense(n_classes, kernel_initializer=he())
 
         def call(self, x, training=False):
             x = self.residual(x)
@@ -458,12 +460,18 @@ def main() -> None:
     parser.add_argument("--nip-batch", type=int, default=20, help="NIP, dJPEG and joint batch")
     parser.add_argument("--fan-batch", type=int, default=100)
     parser.add_argument("--eager", action="store_true", help="time eagerly instead of in a tf.function")
+    parser.add_argument("--onednn", choices=("default", "on", "off"), default="default",
+                        help="TF_ENABLE_ONEDNN_OPTS (default: TensorFlow's choice, off on CPUs without AVX512)")
     parser.add_argument("--json", metavar="PATH", help="write the rows and settings as JSON")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.onednn != "default":  # read when TensorFlow loads
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if args.onednn == "on" else "0"
     import tensorflow
+    from tensorflow.python.util import _pywrap_util_port
 
     tf = tensorflow
+    onednn = bool(_pywrap_util_port.IsMklEnabled())
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     tf.random.set_seed(0)
@@ -477,7 +485,8 @@ def main() -> None:
     classes = make_models()
     mode = "eager" if args.eager else "graph"
     load_before = os.getloadavg()
-    print(f"tensorflow {tf.__version__}, {args.threads} threads, {mode}, load average {load_before[0]:.2f}")
+    print(f"tensorflow {tf.__version__}, {args.threads} threads, {mode}, oneDNN {'on' if onednn else 'off'}, "
+          f"load average {load_before[0]:.2f}")
     print(f"{'part':<7}{'net':<6}{'params':>11}{'median s':>10}{'min s':>8}{'it/s':>8}{'toolbox s':>11}"
           f"{'toolbox/ours':>14}", flush=True)
     rows, counts = [], {}
@@ -489,7 +498,7 @@ def main() -> None:
             median = statistics.median(times)
             toolbox = TOOLBOX_S.get((part, name))
             params = sum(row_counts.values()) or None  # joint: NIP + FAN
-            rows.append({"part": part, "net": name, "mode": mode, "trainable_params": params,
+            rows.append({"part": part, "net": name, "mode": mode, "onednn": onednn, "trainable_params": params,
                          "median_s": median, "min_s": min(times), "it_per_s": 1 / median, "times_s": times,
                          "toolbox_s": toolbox, "toolbox_over_ours": toolbox / median if toolbox else None})
             ptxt = f"{params:,}" if params else "-"
@@ -502,7 +511,7 @@ def main() -> None:
           f"after {args.warmup} warm-up")
     if args.json:
         meta = {"tensorflow": tf.__version__, "python": sys.version.split()[0], "machine": platform.machine(),
-                "threads": args.threads, "mode": mode, "steps": args.steps, "warmup": args.warmup,
+                "threads": args.threads, "mode": mode, "onednn": onednn, "steps": args.steps, "warmup": args.warmup,
                 "patch": args.patch, "nip_batch": args.nip_batch, "fan_batch": args.fan_batch,
                 "trainable_params": counts, "loadavg_before": load_before, "loadavg_after": load_after}
         with open(args.json, "w") as fh:

@@ -202,6 +202,23 @@ class TestPrecision:
             assert torch.equal(out.rgb, rgb) and torch.equal(out.logits, logits)
         assert torch.equal(out.labels, labels)
 
+    @pytest.mark.parametrize("precision", ["fp32", "bf16"])
+    def test_channels_last_reaches_the_fan_and_only_a_bf16_nip(self, rggb: torch.Tensor, precision: str) -> None:
+        """A float32 NIP keeps the standard layout (faster on AVX2 CPUs); the FAN and a bf16 NIP go channels-last."""
+        wf = build_workflow(nips.create("unet", width=4), precision=precision, channels_last=True)
+        seen: dict[str, bool] = {}
+
+        def layout(name: str):
+            def hook(module, args):
+                seen[name] = args[0].is_contiguous(memory_format=torch.channels_last)
+            return hook
+
+        wf.nip.register_forward_pre_hook(layout("nip"))
+        wf.fan.register_forward_pre_hook(layout("fan"))
+        with torch.no_grad():
+            wf(rggb)
+        assert seen == {"nip": precision == "bf16", "fan": True}
+
     def test_bf16_joint_step_is_float32_outside_and_trains_the_nip(self, rggb: torch.Tensor) -> None:
         torch.manual_seed(0)
         nip = nips.create("unet", width=4)

@@ -166,9 +166,11 @@ class Workflow(nn.Module):
             fidelity term see float32. INet ignores it (it computes in float32 whatever the autocast).
         fan_bf16: run the FAN under bfloat16 autocast (about 1.7x faster on CPUs with AVX512-BF16). Logits
             are returned in float32.
-        channels_last: feed the NIP and the FAN channels-last tensors; the weights keep their layout. On an
-            AVX512-BF16 CPU: 1.4x faster FAN steps under bfloat16 (1.2x in float32), 1.15x faster UNet and
-            DNet steps under bfloat16.
+        channels_last: feed the FAN channels-last tensors, and the NIP too where it runs under bfloat16
+            (``nip_bf16``); the weights keep their layout. On an AVX512-BF16 CPU: 1.4x faster FAN steps under
+            bfloat16 (1.2x in float32), 1.15x faster UNet and DNet steps under bfloat16. A float32 NIP keeps
+            the standard layout: on an AVX2 CPU (oneDNN, float32) channels-last UNet and DNet F+N steps were
+            1.12-1.17x slower (``docs/benchmarks.md``).
     """
 
     def __init__(
@@ -208,7 +210,7 @@ class Workflow(nn.Module):
             rggb: RAW patches ``(N, 4, h, w)``.
             float32: ignore ``nip_bf16`` (validation measures the NIP as it would be deployed).
         """
-        if self.channels_last:
+        if self.channels_last and self.nip_bf16:
             rggb = rggb.contiguous(memory_format=torch.channels_last)
         if self.nip_bf16 and not float32:
             with torch.autocast(rggb.device.type, dtype=torch.bfloat16):
