@@ -32,7 +32,9 @@ test suite)::
 Prints a table (median and minimum seconds per step over ``--steps`` after ``--warmup``, steps per second,
 the toolbox's time and its ratio to ours) and, with ``--json PATH``, writes the rows and the settings as JSON.
 Data are random tensors (fixed seed); float32 throughout; NHWC (TensorFlow's CPU layout). The load average
-is printed: the dev CPU is shared.
+is printed: the dev CPU is shared. ``--onednn on|off`` sets ``TF_ENABLE_ONEDNN_OPTS``; by default TensorFlow
+decides (off on CPUs without AVX512, as the dev CPU), and the header and the JSON say which was used. With
+oneDNN on, TensorFlow's grappler may log a harmless "remapper failed" line for UNet (it skips one fusion).
 
 Known differences from the toolbox (none of them changes the amount of arithmetic noticeably):
 the dJPEG level shift is 128 (the toolbox's 127 was a bug); sharpening rescales RGB by V'/V, i.e. HSV with
@@ -331,6 +333,12 @@ def make_manipulations():
     g = np.outer(g, g) / np.outer(g, g).sum()
     jpeg80 = DJPEG(80)
 
+    def native(x):
+        return x
+
+    def gaussian(x):
+        return depthwise(x, g)
+
     def sharpen(x):  # unsharp mask of V = max(R, G, B); RGB rescaled by V'/V (H and S kept)
         v = tf.reduce_max(x, axis=-1, keepdims=True)
         v_new = tf.clip_by_value(v - depthwise(v, lap), 0.0, 1.0)
@@ -343,7 +351,7 @@ def make_manipulations():
         down = tf.image.resize(x, [h // 2, w // 2], "bilinear")
         return tf.clip_by_value(tf.image.resize(down, [h, w], "bilinear"), 0.0, 1.0)
 
-    return [lambda x: x, sharpen, lambda x: depthwise(x, g), jpeg80, resample]
+    return [native, sharpen, gaussian, jpeg80, resample]
 
 
 # --------------------------------------------------------------------------------------------------- steps
