@@ -35,8 +35,9 @@ under bfloat16 autocast where the device computes bfloat16 natively (x86 CPUs wi
 GPUs with bf16) and in float32 elsewhere, where emulated bfloat16 would be slower; ``fp32`` keeps the paper's
 float32 arithmetic throughout, ``bf16`` forces autocast. The NIP output, the manipulations, the channel's
 dJPEG, both loss terms, the weights and Adam's state stay float32 in every case, and validation develops the
-patches in float32. ``channels_last: true`` (default) feeds the NIP and the FAN channels-last tensors. The
-summary records the precision used.
+patches in float32. ``channels_last: true`` (default) feeds the FAN channels-last tensors, and the NIP too where
+it runs under bfloat16 (:class:`~neuralimaging.experiments.workflow.Workflow`). The summary records the
+precision used.
 
     >>> summary = train_manipulation({"data": "data/", "nip_run": "runs/nip", "train": "fan,nip",
     ...                               "lambda_nip": 0.01, "preset": "quick"}, "runs/fn")   # doctest: +SKIP
@@ -153,7 +154,7 @@ LATER_DEFAULTS: dict[str, Any] = {
     # "auto" | "bf16" | "fp32": the NIP body and the FAN under bfloat16 autocast ("auto": where the device
     # computes it natively; see neuralimaging.experiments.workflow.PRECISIONS). Not in the paper.
     "precision": "auto",
-    "channels_last": True,  # channels-last inputs for the NIP and the FAN (faster convolutions on CPU)
+    "channels_last": True,  # channels-last inputs for the FAN, and for a bfloat16 NIP (faster convolutions on CPU)
 }
 """Settings added after run folders were first written. A resolved config holds them only where they differ
 from these defaults, so configs (and run folders) from before keep their hash and stay resumable."""
