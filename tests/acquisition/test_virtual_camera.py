@@ -176,7 +176,7 @@ def test_noise_free_shot_is_the_noisy_shot_without_its_noise() -> None:
     assert clean_info == info  # same exposure, white balance and noise levels
     clean_again, _ = unprocess(rgb, camera, np.random.default_rng(12), noise=False)
     assert np.array_equal(clean, clean_again)
-    # the difference is the Poisson-Gaussian noise of the shot: zero-mean, variance shot * x + read (in DN^2)
+    # the difference is the Poisson-Gaussian noise of the shot: zero-mean, variance shot * x + read (in units of white - black)
     scale = camera.white_level - camera.black_level
     x = (clean.astype(np.float64) - camera.black_level) / scale
     diff = (noisy.astype(np.float64) - clean.astype(np.float64)) / scale
