@@ -39,8 +39,16 @@ from neuralimaging.device import resolve_device
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.metrics import psnr_per_image, ssim_per_image
 from neuralimaging.experiments.rundir import RunDir, capture_rng_state, config_hash, restore_rng_state
+from neuralimaging.experiments.workflow import native_bf16
 
-__all__ = ["PRESETS", "DEFAULTS", "make_config", "train_nip", "load_nip", "validate", "nip_loss", "stop_rule"]
+__all__ = [
+    "PRESETS", "DEFAULTS", "AMP_SETTINGS", "make_config", "resolve_amp", "train_nip", "load_nip", "validate",
+    "nip_loss", "stop_rule",
+]
+
+AMP_SETTINGS = (None, "bf16", "auto")
+"""Values of the ``amp`` setting: none (float32), ``"bf16"`` (bfloat16 autocast of the training forward pass)
+or ``"auto"`` (``"bf16"`` where :func:`~neuralimaging.experiments.workflow.native_bf16` holds, else none)."""
 
 #: Settings every run has; a preset and then the user's overrides are merged over them.
 DEFAULTS: dict[str, Any] = {
@@ -60,7 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "steps_per_epoch": None,  # default: number of training images / batch, at least 1 (as the toolbox)
     "max_epochs": 50_000,
     "max_steps": None,  # stop (and checkpoint) after this many steps in this call: simulates a kill
-    "max_time_s": None,  # wall-clock budget; the run stops at the first validation past it
+    "max_time_s": None,  # wall-clock budget; the run validates and stops after the first epoch past it
     "val_every": 100,  # epochs between validations
     "val_patches": 60,
     "val_patch": None,  # default: patch
@@ -69,7 +77,9 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 1,  # validations between checkpoints
     "init_color_matrix": True,  # INet: start from the camera's cam_to_srgb when the dataset records it
     "amp": None,  # "bf16": bfloat16 autocast of the training forward pass (about 2x faster UNet/DNet steps on
-    #               CPUs with AVX512-BF16 / AMX; loss, weights and validation stay float32). Not in the paper.
+    #               CPUs with AVX512-BF16 / AMX; loss, weights and validation stay float32); "auto": "bf16"
+    #               where the device computes bfloat16 natively, else none (emulated bfloat16 is up to 15x
+    #               slower than float32 on an AVX2 CPU). Not in the paper.
     "channels_last": False,  # channels-last memory layout (faster for DNet with amp on this CPU)
 }
 
@@ -79,7 +89,8 @@ DEFAULTS: dict[str, Any] = {
 #: The UNet's zero-initialized correction starts at the target's fidelity (about 43 dB on 64x64 validation
 #: patches of the default virtual Nikon D90 data, where all the error sits at the patch borders, which no NIP
 #: can see past) and is trained for 2 minutes at lr 3e-4 (2e-3 diverges: the residual's gradients are tiny and
-#: Adam scales them up), bfloat16 autocast for the UNet (the baseline stays float32), 32x32 RAW patches, one
+#: Adam scales them up), bfloat16 autocast for the UNet where the CPU has it natively (``amp: auto``; the
+#: baseline stays float32), 32x32 RAW patches, one
 #: batch per epoch, a cosine decay that completes within the budget (``lr_by_time``), validation every 100
 #: steps on 40 fixed 64x64 patches. The learned alternative ``nip_options: {width: 16, baseline: inet}`` (an
 #: INet at ``baseline_lr`` 1e-2 and the UNet at lr 2e-3, 280 s) levels off at 33.8 dB. ``by_nip`` holds the
@@ -97,7 +108,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr_schedule": "cosine",
         "lr_min": 1e-5,
         "lr_by_time": True,
-        "amp": "bf16",
+        "amp": "auto",
         "steps_per_epoch": 1,
         "max_epochs": 4000,
         "val_every": 100,
@@ -145,11 +156,20 @@ def make_config(overrides: Mapping[str, Any] | None = None, preset: str | None =
     for key in ("batch", "patch", "max_epochs", "val_every", "val_patches", "stop_window"):
         if int(config[key]) < 1:
             raise InputError(f"config {key} must be a positive integer, got {config[key]!r}")
-    if config["amp"] not in (None, "bf16"):
-        raise InputError(f"amp must be null or 'bf16', got {config['amp']!r}")
+    if config["amp"] not in AMP_SETTINGS:
+        raise InputError(f"amp must be null, 'bf16' or 'auto', got {config['amp']!r}")
     if config["lr_schedule"] not in ("constant", "cosine"):
         raise InputError(f"lr_schedule must be 'constant' or 'cosine', got {config['lr_schedule']!r}")
     return config
+
+
+def resolve_amp(amp: str | None, device: str | torch.device) -> str | None:
+    """``"bf16"`` or ``None``: what an :data:`AMP_SETTINGS` value means on ``device``."""
+    if amp not in AMP_SETTINGS:
+        raise InputError(f"amp must be null, 'bf16' or 'auto', got {amp!r}")
+    if amp == "auto":
+        return "bf16" if native_bf16(device) else None
+    return amp
 
 
 def nip_loss(rgb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -303,7 +323,8 @@ def train_nip(
     Returns:
         ``nip``, ``steps``, ``epochs``, ``psnr``, ``ssim``, ``val_loss``, ``train_loss``, ``stopped``
         (``converged``, ``max_epochs``, ``max_time`` or ``max_steps``), ``wall_time_s`` (this call),
-        ``total_time_s`` (all calls), ``parameters``, ``config_hash``, ``run_dir``.
+        ``total_time_s`` (all calls), ``parameters``, ``amp`` (``"bf16"`` or ``None``: what ``amp`` resolved to on
+        the device), ``config_hash``, ``run_dir``.
     """
     from neuralimaging.data.dataset import Dataset
     from neuralimaging.data.patches import sample_patches, validation_patches
@@ -313,6 +334,7 @@ def train_nip(
         raise InputError("train_nip needs config['data']: a dataset folder made by `neuralimaging prepare`")
     run = RunDir(out_dir)
     dev = resolve_device(device)
+    amp = resolve_amp(config["amp"], dev)
     started = time.perf_counter()
 
     if resume and run.has_checkpoint():
@@ -399,7 +421,7 @@ def train_nip(
                 x, y = sample_patches(dataset.train, int(config["batch"]), int(config["patch"]), rng)
                 x, y = x.to(dev, memory_format=layout), y.to(dev)
                 optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config["amp"] == "bf16"):
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
                     out = model(x)
                 loss = nip_loss(out.float(), y)
                 loss.backward()
@@ -408,7 +430,8 @@ def train_nip(
                 running.append(loss.item())
                 bar.update(1)
             epoch += 1
-            if epoch % int(config["val_every"]) == 0 or epoch == max_epochs:
+            over_time = max_time is not None and time.perf_counter() - started + elapsed_before >= float(max_time)
+            if epoch % int(config["val_every"]) == 0 or epoch == max_epochs or over_time:
                 metrics = validate(model, val_rggb, val_rgb)
                 history.append(metrics["val_loss"])
                 elapsed = elapsed_before + time.perf_counter() - started
@@ -423,7 +446,7 @@ def train_nip(
                 if stop_rule(history, int(config["stop_window"]), float(config["stop_rel_change"])):
                     stopped = "converged"
                     break
-                if max_time is not None and time.perf_counter() - started + elapsed_before >= float(max_time):
+                if over_time:
                     stopped = "max_time"
                     break
                 if len(history) % int(config["checkpoint_every"]) == 0:
@@ -448,6 +471,7 @@ def train_nip(
         "wall_time_s": round(wall, 3),
         "total_time_s": round(elapsed_before + wall, 3),
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "amp": amp,
         "config_hash": chash,
         "device": str(dev),
         "run_dir": str(run.path),
