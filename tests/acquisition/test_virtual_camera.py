@@ -15,9 +15,12 @@ from neuralimaging.acquisition.virtual_camera import (
     CAMERAS,
     SIDECAR,
     _fit_to_sensor,
+    flat_field_scene,
     get_camera,
+    noise_profile,
     parse_size,
     synthesize,
+    synthesize_flat_fields,
     unprocess,
     write_dng,
 )
@@ -183,3 +186,57 @@ def test_noise_free_shot_is_the_noisy_shot_without_its_noise() -> None:
     predicted = x * info["shot_noise"] + info["read_noise"] + 1.0 / (6.0 * scale**2)  # + rounding of both
     assert abs(diff.mean()) < 4 * np.sqrt(predicted.mean() / diff.size)
     assert 0.9 < diff.var() / predicted.mean() < 1.1
+
+
+def test_base_iso_is_the_same_shot_at_the_lowest_noise_level() -> None:
+    camera = get_camera("nikon-d90").with_size("64x96")
+    rgb = np.random.default_rng(5).uniform(0.1, 0.9, (3, *camera.size)).astype(np.float32)
+    _, random_info = unprocess(rgb, camera, np.random.default_rng(13))
+    clean, base_info = unprocess(rgb, camera, np.random.default_rng(13), iso="base", noise=False)
+    clean_random, _ = unprocess(rgb, camera, np.random.default_rng(13), noise=False)
+    assert np.array_equal(clean, clean_random)  # the same exposure and white balance: only the noise differs
+    assert base_info["shot_noise"] == camera.shot_noise[0] < random_info["shot_noise"]
+    assert base_info["wb_gains"] == random_info["wb_gains"] and base_info["exposure"] == random_info["exposure"]
+    with pytest.raises(InputError, match="iso"):
+        unprocess(rgb, camera, np.random.default_rng(13), iso="1600")
+
+
+def test_dng_noise_profile_round_trip(tmp_path: Path, photo_paths) -> None:
+    """Shots carry the DNG NoiseProfile of their ISO (the model's read noise, not the shot's own deviation)."""
+    paths = synthesize(photo_paths[:1], "canon-5d2", tmp_path, shots_per_photo=2, size="64x96")
+    shots = json.loads((tmp_path / SIDECAR).read_text())["shots"]
+    for path in paths:
+        raw = read_raw(path)
+        shot = shots[path.name]["shot_noise"]
+        assert raw.noise_profile == pytest.approx(noise_profile(shot), rel=1e-12)
+        assert raw.noise_profile[1] == pytest.approx(np.exp(2.18 * np.log(shot) + 1.20), rel=1e-12)
+    mosaic = np.zeros((32, 32), np.uint16)
+    plain = write_dng(tmp_path / "plain.dng", mosaic, cfa="RGGB", black_level=0, white_level=4095,
+                      as_shot_neutral=(0.5, 1, 0.6), xyz_to_cam=np.eye(3).ravel())
+    assert read_raw(plain).noise_profile is None
+    with pytest.raises(InputError, match="noise profile"):
+        write_dng(tmp_path / "bad.dng", mosaic, cfa="RGGB", black_level=0, white_level=4095,
+                  as_shot_neutral=(0.5, 1, 0.6), xyz_to_cam=np.eye(3).ravel(), noise_profile=(1e-4, -1.0))
+
+
+def test_flat_field_shots(tmp_path: Path) -> None:
+    scene = flat_field_scene((64, 96), np.random.default_rng(0))
+    assert scene.shape == (3, 64, 96) and 0.6 < scene.mean() < 0.95
+    assert np.abs(np.diff(scene, axis=-1)).max() < 0.01  # smooth: no texture
+    paths = synthesize_flat_fields("nikon-d90", tmp_path / "flat", 3, size="64x96")
+    assert [p.name for p in paths] == [f"nikon-d90_flat_{k:02d}.dng" for k in range(3)]
+    camera = get_camera("nikon-d90")
+    shots = json.loads((tmp_path / "flat" / SIDECAR).read_text())["shots"]
+    for path in paths:
+        raw = read_raw(path)
+        level = (raw.mosaic.astype(np.float64) - camera.black_level) / (camera.white_level - camera.black_level)
+        assert 0.15 < level.mean() < 0.8 and level.max() < 0.99  # bright, never clipped
+        assert shots[path.name]["iso"] == "base" and shots[path.name]["shot_noise"] == camera.shot_noise[0]
+    again = synthesize_flat_fields("nikon-d90", tmp_path / "again", 3, size="64x96")
+    assert all(read_raw(a).mosaic.tobytes() == read_raw(b).mosaic.tobytes() for a, b in zip(paths, again))
+    noisy = synthesize_flat_fields("nikon-d90", tmp_path / "noisy", 1, size="64x96", iso="random")
+    assert read_raw(noisy[0]).noise_profile[0] > camera.shot_noise[0]
+    with pytest.raises(InputError, match="count"):
+        synthesize_flat_fields("nikon-d90", tmp_path / "none", 0)
+    with pytest.raises(InputError, match="iso"):
+        synthesize_flat_fields("nikon-d90", tmp_path / "none", 1, iso="high")

@@ -64,6 +64,9 @@ class RawImage:
         orientation: EXIF orientation code (1 = as stored, 3 = 180 deg, 6 = rotate 90 CW, 8 = 90 CCW, ...).
         make: camera maker ("" when unknown).
         model: camera model ("" when unknown).
+        noise_profile: the DNG NoiseProfile ``(S, O)`` when the file has one (noise variance ``S * x + O`` of
+            the signal ``x`` normalized to [0, 1] between black and white level; the first plane's pair when
+            the file gives one per colour plane), else None.
     """
 
     path: Path
@@ -76,6 +79,7 @@ class RawImage:
     orientation: int = 1
     make: str = ""
     model: str = ""
+    noise_profile: tuple[float, float] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -122,6 +126,10 @@ def _tiff_info(path: Path) -> dict:
                         value = np.asarray(tags[matrix_code].value, dtype=np.float64).reshape(-1, 2)
                         light = int(tags[light_code].value) if light_code in tags else 0
                         info[f"color_matrix{index}"] = (value[:, 0] / value[:, 1], light)
+                if 51041 in tags:
+                    profile = np.asarray(tags[51041].value, dtype=np.float64).ravel()
+                    if profile.size >= 2 and np.all(np.isfinite(profile[:2])) and np.all(profile[:2] >= 0):
+                        info["noise_profile"] = (float(profile[0]), float(profile[1]))
             for page in tif.pages:
                 offsets = page.dataoffsets
                 counts = page.databytecounts
@@ -238,4 +246,5 @@ def read_raw(path: str | os.PathLike) -> RawImage:
         orientation=orientation,
         make=info.get("make", ""),
         model=info.get("model", ""),
+        noise_profile=info.get("noise_profile"),
     )

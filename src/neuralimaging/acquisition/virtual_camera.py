@@ -12,8 +12,14 @@ reverse order of the paper's python ISP (:mod:`neuralimaging.acquisition.isp`):
 6. photo-response non-uniformity: the signal is multiplied by ``1 + K`` with the sensor's fixed PRNU factor K
    (:meth:`CameraProfile.prnu`, zero-mean Gaussian, the ground truth for the PRNU experiments);
 7. Poisson-Gaussian noise, variance ``shot * x + read`` with ``log(read) = 2.18 log(shot) + 1.20 + N(0, 0.26)``
-   (Brooks et al., Sec. 3.1) and ``shot`` log-uniform in the profile's range;
-8. black level, white level, quantization to the profile's bit depth, written as an uncompressed DNG.
+   (Brooks et al., Sec. 3.1) and ``shot`` log-uniform in the profile's range (``iso="random"``) or its lowest
+   value (``iso="base"``, the camera's base ISO);
+8. black level, white level, quantization to the profile's bit depth, written as an uncompressed DNG with the
+   DNG ``NoiseProfile`` tag a calibrated camera writes: ``(shot, exp(2.18 log(shot) + 1.20))``, the noise model
+   at the shot's ISO without the per-shot deviation of the read noise.
+
+:func:`synthesize_flat_fields` writes flat-field shots (a bright, smooth, nearly uniform scene, as the
+Lukas-Fridrich-Goljan protocol prescribes for estimating a PRNU fingerprint) at base ISO by default.
 
 The colour matrices are the XYZ->camera matrices of LibRaw's ``adobe_coeff`` table (LibRaw 0.22
 ``src/tables/colordata.cpp``, the same values as dcraw's ``adobe_coeff``; divided by 10000), read through rawpy.
@@ -47,12 +53,20 @@ __all__ = [
     "CameraProfile",
     "get_camera",
     "parse_size",
+    "ISO_SETTINGS",
+    "flat_field_scene",
+    "noise_profile",
     "synthesize",
+    "FLAT_FIELD_SEED",
+    "synthesize_flat_fields",
     "unprocess",
     "write_dng",
 ]
 
 SIDECAR = "camera.json"
+ISO_SETTINGS = ("random", "base")
+"""How a shot's noise level is chosen: ``random`` (log-uniform in the profile's ``shot_noise`` range, as in
+Brooks et al.) or ``base`` (the range's lowest value: the camera's base ISO)."""
 _CFA_CODES = {"R": 0, "G": 1, "B": 2}
 
 
@@ -251,6 +265,7 @@ def write_dng(
     model: str = "virtual camera",
     orientation: int = 1,
     description: str = "",
+    noise_profile: Sequence[float] | None = None,
 ) -> Path:
     """Write a Bayer mosaic as an uncompressed DNG 1.4 file (atomically).
 
@@ -263,6 +278,8 @@ def write_dng(
         as_shot_neutral: ``(3,)`` camera RGB of a neutral (= 1 / white-balance gains).
         xyz_to_cam: ColorMatrix1, XYZ -> camera for D65 (CalibrationIlluminant1 = 21).
         make, model, orientation, description: TIFF Make, Model, Orientation and ImageDescription.
+        noise_profile: DNG NoiseProfile ``(S, O)``: noise variance ``S * x + O`` of the signal ``x`` normalized
+            to [0, 1] between black and white level; omitted when None.
     """
     path = Path(path)
     cfa = check_cfa(cfa)
@@ -290,6 +307,11 @@ def write_dng(
         (50728, "2I", 3, _rational(as_shot_neutral)),
         (50778, "H", 1, 21),
     ]
+    if noise_profile is not None:
+        profile = tuple(float(v) for v in noise_profile)
+        if len(profile) != 2 or not all(np.isfinite(profile)) or profile[0] < 0 or profile[1] < 0:
+            raise InputError(f"{path}: DNG noise profile must be two finite values >= 0 (S, O), got {noise_profile}")
+        tags.append((51041, "d", 2, profile))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tifffile.imwrite(
@@ -338,6 +360,7 @@ def unprocess(
     *,
     prnu: np.ndarray | None = None,
     noise: bool = True,
+    iso: str = "random",
 ) -> tuple[np.ndarray, dict]:
     """Turn an sRGB image of the sensor's size into a noisy raw mosaic (steps 2-8 of the module docstring).
 
@@ -349,6 +372,8 @@ def unprocess(
         noise: add the Poisson-Gaussian noise. With False the mosaic is noise-free, while the per-shot
             parameters (noise levels included) are drawn from ``rng`` as with True: the same ``rng`` state
             gives the same shot without its noise (ground truth for PRNU oracles).
+        iso: ``"random"`` (noise level log-uniform in the profile's range) or ``"base"`` (its lowest value);
+            :data:`ISO_SETTINGS`. Both draw the same random numbers, so a shot differs only in its noise.
 
     Returns:
         ``uint16 (H, W)`` mosaic in DN and the per-shot parameters (``wb_gains``, ``exposure``, ``shot_noise``,
@@ -356,6 +381,8 @@ def unprocess(
     """
     if rgb.shape[1:] != tuple(camera.size):
         raise InputError(f"image of {rgb.shape[1:]} does not match the {camera.name} sensor {camera.size}")
+    if iso not in ISO_SETTINGS:
+        raise InputError(f"iso must be one of {', '.join(ISO_SETTINGS)}, got {iso!r}")
     k = camera.prnu() if prnu is None else prnu
     linear = np.power(np.clip(rgb.astype(np.float64), 0.0, 1.0), 2.2)
     exposure = rng.uniform(0.6, 1.0)
@@ -372,6 +399,8 @@ def unprocess(
     mosaic = mosaic * (1.0 + k.astype(np.float64))
     log_low, log_high = np.log(camera.shot_noise[0]), np.log(camera.shot_noise[1])
     shot = float(np.exp(rng.uniform(log_low, log_high)))
+    if iso == "base":
+        shot = float(camera.shot_noise[0])
     read = float(np.exp(2.18 * np.log(shot) + 1.20 + rng.normal(0.0, 0.26)))
     if noise:
         variance = np.maximum(mosaic, 0.0) * shot + read
@@ -388,6 +417,34 @@ def unprocess(
         "read_noise": read,
     }
     return dn, info
+
+
+def noise_profile(shot_noise: float) -> tuple[float, float]:
+    """The DNG NoiseProfile ``(S, O)`` a calibrated camera records at a shot-noise level: ``S = shot_noise`` and
+    the read noise Brooks et al.'s fit predicts for it, ``O = exp(2.18 log(S) + 1.20)`` (normalized units)."""
+    return float(shot_noise), float(np.exp(2.18 * np.log(shot_noise) + 1.20))
+
+
+def flat_field_scene(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A flat-field scene (an overcast sky or an evenly lit wall): bright, smooth and nearly uniform.
+
+    A level of 0.75-0.9 (sRGB) with a slight colour tint (+-4% per channel), a gentle linear gradient (up to
+    +-6% across the frame) and a lens-like radial fall-off (up to 10% at the corners); no texture, so that a
+    denoiser leaves the sensor noise and the PRNU in its residual and nothing of the scene.
+
+    Returns:
+        ``float32 (3, H, W)`` in [0, 1].
+    """
+    height, width = size
+    y = np.linspace(-1.0, 1.0, height)[:, None]
+    x = np.linspace(-1.0, 1.0, width)[None, :]
+    level = rng.uniform(0.75, 0.9)
+    tint = rng.uniform(0.96, 1.04, size=3)
+    gy, gx = rng.uniform(-0.03, 0.03, size=2)
+    falloff = rng.uniform(0.0, 0.05)
+    shading = (1.0 + gy * y + gx * x) * (1.0 - falloff * (x**2 + y**2))
+    scene = level * tint[:, None, None] * shading[None]
+    return np.clip(scene, 0.0, 1.0).astype(np.float32)
 
 
 def _write_sidecar(out_dir: Path, camera: CameraProfile, shots: dict[str, dict]) -> None:
@@ -422,6 +479,7 @@ def synthesize(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     on_error: Callable[[Path, str], None] | None = None,
+    iso: str = "random",
 ) -> list[Path]:
     """Write ``shots_per_photo`` DNG shots of every photo as taken by ``camera``.
 
@@ -443,6 +501,7 @@ def synthesize(
         progress: optional callable ``(done, total)`` called after each shot.
         on_error: optional callable ``(photo, reason)``: with it, a photo that cannot be read is reported and
             skipped (its shots are left out); without it, the :class:`InputError` is raised.
+        iso: ``"random"`` (default: every shot its own noise level) or ``"base"`` (:data:`ISO_SETTINGS`).
 
     Returns:
         Paths of the DNG files, named ``<camera>_<photo>_<k>.dng``, in photo then shot order.
@@ -450,6 +509,8 @@ def synthesize(
     profile = get_camera(camera).with_size(size)
     if shots_per_photo < 1:
         raise InputError(f"shots_per_photo must be >= 1, got {shots_per_photo}")
+    if iso not in ISO_SETTINGS:
+        raise InputError(f"iso must be one of {', '.join(ISO_SETTINGS)}, got {iso!r}")
     if isinstance(photos, (str, os.PathLike)):
         sources = find_photos(photos)
     else:
@@ -494,23 +555,96 @@ def synthesize(
                 continue
             rng = np.random.default_rng([seed, index, shot])
             rgb, fit = _fit_to_sensor(photo, profile.size, rng)
-            mosaic, params = unprocess(rgb, profile, rng, prnu=k)
-            meta = {"photo": source.name, "shot": shot, "seed": seed, "camera": profile.name, **fit, **params}
-            neutral = [1.0 / params["wb_gains"][0], 1.0, 1.0 / params["wb_gains"][2]]
-            write_dng(
-                target,
-                mosaic,
-                cfa=profile.cfa,
-                black_level=profile.black_level,
-                white_level=profile.white_level,
-                as_shot_neutral=neutral,
-                xyz_to_cam=profile.xyz_to_cam,
-                make="neuralimaging",
-                model=f"virtual {profile.name}",
-                description=json.dumps(meta),
-            )
-            shots[target.name] = meta
+            meta = {"photo": source.name, "shot": shot, "seed": seed, "camera": profile.name, **fit}
+            shots[target.name] = _shoot(target, rgb, profile, rng, k, iso, meta)
             if progress:
                 progress(done, total)
+    _write_sidecar(out, profile, shots)
+    return written
+
+
+def _shoot(
+    target: Path, rgb: np.ndarray, profile: CameraProfile, rng: np.random.Generator, k: np.ndarray, iso: str, meta: dict
+) -> dict:
+    """Unprocess one sRGB frame into a DNG at ``target``; returns ``meta`` with the shot's parameters."""
+    mosaic, params = unprocess(rgb, profile, rng, prnu=k, iso=iso)
+    meta = {**meta, **params}
+    if iso != "random":
+        meta["iso"] = iso
+    neutral = [1.0 / params["wb_gains"][0], 1.0, 1.0 / params["wb_gains"][2]]
+    write_dng(
+        target,
+        mosaic,
+        cfa=profile.cfa,
+        black_level=profile.black_level,
+        white_level=profile.white_level,
+        as_shot_neutral=neutral,
+        xyz_to_cam=profile.xyz_to_cam,
+        make="neuralimaging",
+        model=f"virtual {profile.name}",
+        description=json.dumps(meta),
+        noise_profile=noise_profile(params["shot_noise"]),
+    )
+    return meta
+
+
+FLAT_FIELD_SEED = 7_000_001
+"""Second entry of the seed sequence of flat-field shots (``default_rng([seed, FLAT_FIELD_SEED, k])``), which
+keeps them apart from the photo shots (``[seed, photo index, k]``)."""
+
+
+def synthesize_flat_fields(
+    camera: str | CameraProfile,
+    out_dir: str | os.PathLike,
+    count: int = 30,
+    *,
+    seed: int = 0,
+    size: tuple[int, int] | str | None = None,
+    iso: str = "base",
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Path]:
+    """Write ``count`` flat-field DNG shots (:func:`flat_field_scene`) of ``camera``: reference images for its PRNU.
+
+    Chen, Fridrich, Goljan & Lukas (2008) estimate a camera's fingerprint from about 20-50 bright, smooth,
+    unsaturated images (sky, walls) at a low ISO: the scene leaks nothing into the noise residual and the
+    PRNU term ``x K`` is large against the shot noise. The shots go through :func:`unprocess` like photo shots
+    (exposure, white balance, the same K, Poisson-Gaussian noise, at the profile's base ISO by default), are
+    named ``<camera>_flat_<k>.dng`` and recorded in the folder's ``camera.json``; existing files are kept unless
+    ``overwrite``.
+
+    Args:
+        camera: profile or its name in :data:`CAMERAS`.
+        out_dir: output folder (created); keep it apart from the photo shots of a training set.
+        count: number of shots (>= 1).
+        seed: seed of the per-shot randomness (shot ``k`` uses ``default_rng([seed, FLAT_FIELD_SEED, k])``).
+        size: sensor size ``(H, W)`` or ``"HxW"`` overriding the profile's.
+        iso: ``"base"`` (default) or ``"random"`` (:data:`ISO_SETTINGS`).
+        overwrite: rewrite existing files.
+        progress: optional callable ``(done, total)`` called after each shot.
+
+    Returns:
+        Paths of the DNG files in shot order.
+    """
+    profile = get_camera(camera).with_size(size)
+    if count < 1:
+        raise InputError(f"count must be >= 1 flat-field shot, got {count}")
+    if iso not in ISO_SETTINGS:
+        raise InputError(f"iso must be one of {', '.join(ISO_SETTINGS)}, got {iso!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    k = profile.prnu()
+    written: list[Path] = []
+    shots: dict[str, dict] = {}
+    for shot in range(count):
+        target = out / f"{profile.name}_flat_{shot:02d}.dng"
+        written.append(target)
+        if not (target.is_file() and not overwrite):
+            rng = np.random.default_rng([seed, FLAT_FIELD_SEED, shot])
+            rgb = flat_field_scene(profile.size, rng)
+            meta = {"scene": "flat field", "shot": shot, "seed": seed, "camera": profile.name}
+            shots[target.name] = _shoot(target, rgb, profile, rng, k, iso, meta)
+        if progress:
+            progress(shot + 1, count)
     _write_sidecar(out, profile, shots)
     return written
