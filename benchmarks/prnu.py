@@ -20,11 +20,19 @@ Quality (correlation of the estimated with the true K):
   ML sums weighted by each pixel's true noise variance ``shot * x + read``, from 30 and 90 shots (the
   paper's fingerprint set).
 
+- the RAW-domain fingerprint (:func:`prnu.raw_fingerprint`, on the Bayer mosaic of the DNGs, weighted by their
+  NoiseProfile): from 30 flat-field shots at base ISO (the fingerprinting protocol of Chen et al. 2008;
+  ``virtual_camera.synthesize_flat_fields``), at random ISO, and from 30 photo shots; wall time of the
+  estimate (DNG reading included), correlation with the true K, the developed-image fingerprint of the same
+  flat fields for comparison, and PCE (:func:`prnu.match_raw`) of 10 photo shots of the camera and 10 of
+  another camera.
+
 The quality figures are given for the default denoiser sigma (3) and the reference toolboxes' 5.
 
     python benchmarks/prnu.py                 # everything (about 2 minutes on the dev CPU)
     python benchmarks/prnu.py --skip-virtual  # speed and the synthetic camera only
     python benchmarks/prnu.py --skip-speed    # quality only
+    python benchmarks/prnu.py --only-raw      # the RAW-domain fingerprint only (about a minute)
     python benchmarks/prnu.py --json out.json
     python benchmarks/prnu.py --skip-speed --skip-virtual --noise 0.0025  # a quieter synthetic camera
 """
@@ -172,6 +180,50 @@ def virtual_oracle(counts: tuple[int, ...] = (30, 90)) -> dict:
     return out
 
 
+def raw_domain(n_fingerprint: int = 30, repeats: int = 3) -> dict:
+    """RAW-domain fingerprints of the virtual nikon-d90 from flat fields and from photos (see the docstring)."""
+    from neuralimaging.acquisition.isp import develop
+    from neuralimaging.acquisition.virtual_camera import CAMERAS, synthesize, synthesize_flat_fields
+
+    size = (SIZE, SIZE)
+    truth = CAMERAS["nikon-d90"].with_size(size).prnu()
+    out: dict = {"fingerprint_images": n_fingerprint}
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        sets = {
+            "flat_field_base_iso": synthesize_flat_fields("nikon-d90", Path(tmp) / "flat", n_fingerprint, size=size),
+            "flat_field_random_iso": synthesize_flat_fields("nikon-d90", Path(tmp) / "flat-r", n_fingerprint, size=size,
+                                                            iso="random"),
+            "photos_random_iso": synthesize("default", "nikon-d90", Path(tmp) / "a", shots_per_photo=5, size=size),
+        }
+        photos = sets["photos_random_iso"]
+        order = np.random.default_rng(0).permutation(len(photos))
+        sets["photos_random_iso"] = [photos[i] for i in order[:n_fingerprint]]
+        tests = [photos[i] for i in order[n_fingerprint : n_fingerprint + 10]]
+        others = synthesize("default", "canon-5d2", Path(tmp) / "b", shots_per_photo=2, seed=1, size=size)[:10]
+        out["synthesize_s"] = time.perf_counter() - start
+        for name, paths in sets.items():
+            entry: dict = {}
+            for weights in ("auto", "none"):
+                times = _timed(lambda: prnu.raw_fingerprint(paths, weights=weights), repeats if weights == "auto" else 1)
+                k = prnu.raw_fingerprint(paths, weights=weights)
+                entry[f"weights_{weights}"] = {"correlation_with_true_k": prnu.ncc(k, truth),
+                                               "fingerprint_s_best": min(times),
+                                               "fingerprint_s_median": statistics.median(times)}
+            out[name] = entry
+        flat = sets["flat_field_base_iso"]
+        k = prnu.raw_fingerprint(flat)
+        developed = [develop(p, "python") for p in flat]
+        out["flat_field_base_iso"]["developed_python_isp_gray"] = prnu.ncc(prnu.fingerprint(developed), truth)
+        same = [prnu.match_raw(k, p).pce for p in tests]
+        other = [prnu.match_raw(k, p).pce for p in others]
+        out["pce_of_photo_shots_flat_field_fingerprint"] = {
+            "same_camera": {"min": min(same), "median": float(np.median(same)), "max": max(same)},
+            "other_camera": {"min": min(other), "median": float(np.median(other)), "max": max(other)},
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -179,7 +231,15 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--noise", type=float, default=0.01, help="additive noise std of the synthetic camera")
+    parser.add_argument("--skip-raw", action="store_true", help="leave out the RAW-domain fingerprint")
+    parser.add_argument("--only-raw", action="store_true", help="only the RAW-domain fingerprint")
     args = parser.parse_args()
+    if args.only_raw:
+        results = {"cpu_threads": len(os.sched_getaffinity(0)), "raw_domain": raw_domain(repeats=args.repeats)}
+        print(json.dumps(results, indent=1), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+        return
 
     photos = [load_photo(p) for p in bundled_photos()]
     k = np.random.default_rng(1).normal(0, 0.01, (SIZE, SIZE)).astype(np.float32)
@@ -195,6 +255,9 @@ def main() -> None:
         print(json.dumps(results["virtual_camera"], indent=1), flush=True)
         results["virtual_camera_oracle"] = virtual_oracle()
         print(json.dumps(results["virtual_camera_oracle"], indent=1), flush=True)
+    if not args.skip_raw:
+        results["raw_domain"] = raw_domain(repeats=args.repeats)
+        print(json.dumps(results["raw_domain"], indent=1), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -73,6 +73,38 @@ def test_errors(folders, tmp_path, capsys) -> None:
     assert "no such camera model" in capsys.readouterr().err
 
 
+def test_raw_domain_fingerprint_from_flat_fields(tmp_path, capsys) -> None:
+    """data synth --flat-field -> prnu fingerprint on the DNGs -> prnu match of other RAW shots (and a bad one)."""
+    flat, shots = tmp_path / "flat", tmp_path / "shots"
+    assert main(["data", "synth", "--camera", "nikon-d90", "--flat-field", "6", "--size", "256x256", "--out", str(flat)]) == 0
+    assert main(["data", "synth", "--camera", "nikon-d90", "--shots", "1", "--size", "256x256", "--out", str(shots)]) == 0
+    assert main(["data", "synth", "--camera", "canon-5d2", "--shots", "1", "--size", "256x256", "--seed", "1",
+                 "--out", str(tmp_path / "other")]) == 0
+    capsys.readouterr()
+    model = tmp_path / "d90.npz"
+    assert main(["prnu", "fingerprint", str(flat), "--out", str(model)]) == 0
+    assert "RAW-domain fingerprint 256x256 (Bayer mosaic) from 6 RAW files" in capsys.readouterr().out
+    k, _, meta = localization.load_camera_model(model)
+    assert meta["domain"] == "raw" and meta["weights"] == "auto"
+    from neuralimaging.acquisition.virtual_camera import CAMERAS
+
+    assert prnu.ncc(k, CAMERAS["nikon-d90"].with_size((256, 256)).prnu()) > 0.8
+    (tmp_path / "other" / "broken.dng").write_bytes(b"II*\0" + b"\0" * 100)
+    assert main(["prnu", "match", "--model", str(model), "--json", str(shots), str(tmp_path / "other")]) == 1
+    captured = capsys.readouterr()
+    rows = {r["image"].split("/")[-1]: r for r in map(json.loads, captured.out.splitlines())}
+    assert all(r["pce"] > 2 * prnu.PCE_THRESHOLD for name, r in rows.items() if name.startswith("nikon"))  # 290-2066 measured
+    assert not any(r["same_camera"] for name, r in rows.items() if name.startswith("canon"))
+    assert len(rows) == 18 and "broken.dng" in captured.err
+    # a RAW-domain model matches RAW files only, and does not localize
+    assert main(["prnu", "match", "--model", str(model), str(tmp_path / "x.png")]) == 2
+    assert "expected a RAW file" in capsys.readouterr().err
+    assert main(["prnu", "localize", "--model", str(model), "--out", str(tmp_path / "m"), str(shots)]) == 2
+    assert "RAW-domain fingerprint" in capsys.readouterr().err
+    assert main(["prnu", "fingerprint", str(flat), "--out", str(model), "--predictor-images", str(shots)]) == 2
+    assert "--predictor-images" in capsys.readouterr().err
+
+
 def test_cross_pipeline_command(tmp_path, capsys) -> None:
     from neuralimaging.acquisition.virtual_camera import synthesize
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from neuralimaging.acquisition.isp import GAMMAS
-from neuralimaging.acquisition.virtual_camera import CAMERAS, get_camera, synthesize
+from neuralimaging.acquisition.virtual_camera import CAMERAS, ISO_SETTINGS, get_camera, synthesize, synthesize_flat_fields
 from neuralimaging.cli._common import report_failures
 from neuralimaging.data.dataset import prepare
 from neuralimaging.data.photos import find_photos
@@ -39,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     synth.add_argument("--shots", type=int, default=16, metavar="N", help="shots per photo (default: 16)")
     synth.add_argument("--seed", type=int, default=0, help="seed of the per-shot randomness (default: 0)")
     synth.add_argument("--size", default=None, metavar="HxW", help="sensor size, e.g. 480x640 (default: the profile's)")
+    synth.add_argument("--iso", choices=ISO_SETTINGS, default=None,
+                       help="noise level: random per shot, or base (the profile's lowest); default: random, "
+                       "base with --flat-field")
+    synth.add_argument("--flat-field", type=int, default=None, metavar="N",
+                       help="write N flat-field shots (bright, smooth scenes: PRNU reference images) instead of "
+                       "photo shots (default folder: data/flat/CAMERA)")
     synth.add_argument("--overwrite", action="store_true", help="rewrite existing files")
     synth.set_defaults(func=run_synth)
 
@@ -71,11 +77,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def run_synth(args: argparse.Namespace) -> int:
     names = list(CAMERAS) if args.camera == "all" else [args.camera]
-    sources = find_photos(args.photos)
+    flat = args.flat_field is not None
+    sources = [] if flat else find_photos(args.photos)
     failures: dict[Path, str] = {}  # unreadable photos: reported, skipped, listed at the end (exit code 1)
     for name in names:
         if args.out is None:
-            out = Path("data") / "raw" / name
+            out = Path("data") / ("flat" if flat else "raw") / name
         else:
             out = args.out / name if args.camera == "all" else args.out
         profile = get_camera(name).with_size(args.size)
@@ -91,16 +98,22 @@ def run_synth(args: argparse.Namespace) -> int:
                     tqdm.write(f"failed: {photo.name}: {reason}", file=sys.stderr)
                 failures[photo] = reason
 
-            paths = synthesize(
-                sources, profile, out, shots_per_photo=args.shots, seed=args.seed, overwrite=args.overwrite,
-                progress=progress, on_error=skip,
-            )
+            if flat:
+                paths = synthesize_flat_fields(
+                    profile, out, args.flat_field, seed=args.seed, iso=args.iso or "base", overwrite=args.overwrite,
+                    progress=progress,
+                )
+            else:
+                paths = synthesize(
+                    sources, profile, out, shots_per_photo=args.shots, seed=args.seed, overwrite=args.overwrite,
+                    progress=progress, on_error=skip, iso=args.iso or "random",
+                )
         seconds = time.perf_counter() - start
         print(
             f"{name}: {len(paths)} DNG files of {profile.size[0]}x{profile.size[1]} "
             f"({len(paths) * profile.megapixels:.1f} MP) in {seconds:.1f} s -> {out}"
         )
-    return report_failures(list(failures.items()), len(sources), "photo")
+    return report_failures(list(failures.items()), len(sources), "photo") if not flat else 0
 
 
 def run_prepare(args: argparse.Namespace) -> int:

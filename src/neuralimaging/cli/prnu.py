@@ -10,24 +10,36 @@ from pathlib import Path
 import numpy as np
 
 from neuralimaging.cli._common import report_failures, run_batch
+from neuralimaging.data.dataset import RAW_SUFFIXES, find_raw_files
 from neuralimaging.data.photos import PHOTO_SUFFIXES, find_photos
 from neuralimaging.errors import InputError
 from neuralimaging.forensics.prnu import DEFAULT_SIGMA
 
 
-def _images(sources: list[str]) -> list[Path]:
+def _images(sources: list[str], *, raw: bool = False) -> list[Path]:
+    """Image files (JPEG/PNG/TIFF) or, with ``raw``, RAW files, from files and folders."""
     paths: list[Path] = []
+    suffixes = RAW_SUFFIXES if raw else PHOTO_SUFFIXES
+    what = "a RAW file (DNG, NEF, CR2, ...)" if raw else "an image file (JPEG/PNG/TIFF)"
     for source in sources:
         path = Path(source)
         if path.is_dir():
-            paths.extend(find_photos(path))
-        elif path.suffix.lower() in PHOTO_SUFFIXES:
+            paths.extend(find_raw_files(path) if raw else find_photos(path))
+        elif path.suffix.lower() in suffixes:
             paths.append(path)
         else:
-            raise InputError(f"{path}: expected an image file (JPEG/PNG/TIFF) or a folder of them")
+            raise InputError(f"{path}: expected {what} or a folder of them")
     if not paths:
-        raise InputError("no images given")
+        raise InputError("no RAW files given" if raw else "no images given")
     return paths
+
+
+def _is_raw(sources: list[str]) -> bool:
+    """Whether the first source is a RAW file or a folder holding RAW files (and no photos)."""
+    path = Path(sources[0])
+    if path.is_dir():
+        return bool(find_raw_files(path)) and not any(p.suffix.lower() in PHOTO_SUFFIXES for p in path.iterdir())
+    return path.suffix.lower() in RAW_SUFFIXES
 
 
 def _residual_options(parser: argparse.ArgumentParser) -> None:
@@ -41,8 +53,16 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser = subparsers.add_parser("prnu", parents=[common], help="PRNU fingerprints, matching, tampering localization")
     sub = parser.add_subparsers(dest="prnu_command", metavar="TASK", required=True)
 
-    fp = sub.add_parser("fingerprint", parents=[common], help="estimate a camera fingerprint (and correlation predictor)")
-    fp.add_argument("images", nargs="+", help="images of one camera (files or folders), all of one size")
+    fp = sub.add_parser(
+        "fingerprint", parents=[common], help="estimate a camera fingerprint (and correlation predictor)",
+        description="Estimate a camera's PRNU fingerprint from developed images, or, given RAW files, on the "
+        "Bayer mosaic itself (best from flat-field shots: 'neuralimaging data synth --flat-field 30').",
+    )
+    fp.add_argument("images", nargs="+", help="images of one camera (files or folders), all of one size; RAW files "
+                    "(DNG, NEF, ...) give a RAW-domain fingerprint")
+    fp.add_argument("--weights", choices=("auto", "profile", "none"), default="auto",
+                    help="RAW files: weight each shot by the inverse noise variance of its DNG NoiseProfile (auto: "
+                    "where the file has one; default)")
     fp.add_argument("--out", required=True, help="camera model file to write (.npz)")
     fp.add_argument("--predictor-images", nargs="+", default=None, help="other untampered images of the camera to train the localization predictor")
     fp.add_argument("--window", type=int, default=129, help="localization window (default: 129)")
@@ -51,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     fp.set_defaults(func=run_fingerprint)
 
     mt = sub.add_parser("match", parents=[common], help="PCE and NCC of images against a camera fingerprint")
-    mt.add_argument("images", nargs="+", help="images (files or folders) of the fingerprint's size")
+    mt.add_argument("images", nargs="+", help="images (files or folders) of the fingerprint's size; RAW files for a "
+                    "RAW-domain fingerprint")
     mt.add_argument("--model", required=True, help="camera model (.npz from 'prnu fingerprint')")
     mt.add_argument("--search", type=int, default=0, help="search the PCE peak over shifts up to this (default: 0, aligned)")
     mt.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
@@ -81,6 +102,16 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def run_fingerprint(args: argparse.Namespace) -> int:
     from neuralimaging.forensics import localization, prnu
 
+    if _is_raw(args.images):
+        if args.predictor_images:
+            raise InputError("--predictor-images: tampering localization works on developed images; build the model "
+                             "from developed images of the camera, or leave out --predictor-images")
+        paths = _images(args.images, raw=True)
+        k = prnu.raw_fingerprint(paths, sigma=args.sigma, weights=args.weights, progress=True)
+        path = localization.save_camera_model(args.out, k, None, images=len(paths), sigma=args.sigma, domain="raw",
+                                              weights=args.weights)
+        print(f"RAW-domain fingerprint {k.shape[0]}x{k.shape[1]} (Bayer mosaic) from {len(paths)} RAW files -> {path}")
+        return 0
     paths = _images(args.images)
     k = prnu.fingerprint(paths, sigma=args.sigma, color=args.color, progress=True)
     predictor = None
@@ -97,12 +128,17 @@ def run_match(args: argparse.Namespace) -> int:
     from neuralimaging.forensics import localization, prnu
 
     k, _, meta = localization.load_camera_model(args.model)
-    paths = _images(args.images)
+    raw = meta.get("domain") == "raw"
+    paths = _images(args.images, raw=raw)
+    sigma = meta.get("sigma", prnu.DEFAULT_SIGMA)
     if not args.json:
         print(f"{'image':<32}{'PCE':>12}{'NCC':>10}  verdict")
 
     def work(path: Path) -> None:
-        result = prnu.match(k, prnu.load_image(path), sigma=meta.get("sigma", prnu.DEFAULT_SIGMA), color=meta.get("color", "gray"), search=args.search)
+        if raw:
+            result = prnu.match_raw(k, path, sigma=sigma, search=args.search)
+        else:
+            result = prnu.match(k, prnu.load_image(path), sigma=sigma, color=meta.get("color", "gray"), search=args.search)
         verdict = "same camera" if result.same_camera else "no match"
         if args.json:
             print(json.dumps({"image": str(path), "pce": result.pce, "ncc": result.ncc, "peak": result.peak, "same_camera": result.same_camera}))
@@ -116,7 +152,9 @@ def run_localize(args: argparse.Namespace) -> int:
     from neuralimaging.forensics import localization, prnu
     from neuralimaging.io import save_image
 
-    k, predictor, _ = localization.load_camera_model(args.model)
+    k, predictor, meta = localization.load_camera_model(args.model)
+    if meta.get("domain") == "raw":
+        raise InputError(f"{args.model}: a RAW-domain fingerprint; tampering localization needs a model made from developed images")
     if predictor is None:
         raise InputError(f"{args.model}: the model has no correlation predictor; build it with 'prnu fingerprint --predictor-images'")
     paths = _images(args.images)
