@@ -53,6 +53,7 @@ __all__ = [
     "GRAY_WEIGHTS",
     "PCE_THRESHOLD",
     "MatchResult",
+    "Mosaic",
     "PCEResult",
     "crosscorr",
     "fingerprint",
