@@ -75,7 +75,11 @@ def speed(args: argparse.Namespace) -> None:
     rows = []
     for name in args.nips.split(","):
         steps = args.steps * (4 if name == "inet" else 1)
-        layouts = LAYOUTS + (("composed",) if name == "inet" else ())
+        chosen = tuple(layout for layout in args.layouts.split(",") if layout)
+        unknown = sorted(set(chosen) - set(LAYOUTS))
+        if unknown:
+            raise SystemExit(f"--layouts: unknown {', '.join(unknown)}; expected some of {', '.join(LAYOUTS)}")
+        layouts = chosen + (("composed",) if name == "inet" else ())
         timers = {layout: make_step(name, layout) for layout in layouts}
         times: dict[str, list[float]] = {layout: [] for layout in layouts}
         # Rounds of consecutive steps per layout, the layouts alternating between rounds: steps of one model
@@ -130,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nips", default="inet,unet,dnet")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--layouts", default=",".join(LAYOUTS),
+                   help="comma-separated subset of " + ", ".join(LAYOUTS) + " (the bf16 rows are slow where the CPU "
+                   "only emulates bfloat16)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=speed)
     q = sub.add_parser("quick")
