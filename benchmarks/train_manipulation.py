@@ -33,7 +33,7 @@ import time
 import torch
 
 from neuralimaging.acquisition import nip as nips
-from neuralimaging.device import resolve_device
+from neuralimaging.device import keep_freed_memory, resolve_device
 from neuralimaging.experiments.train_manipulation import _adam, _trainable, train_step
 from neuralimaging.experiments.workflow import build_workflow, resolve_precision
 
@@ -77,10 +77,14 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32,auto", help="comma-separated: fp32, bf16, auto")
     parser.add_argument("--channels-last", default="on", choices=("off", "on", "both"),
                         help="channels-last NIP and FAN inputs (training default: on)")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (the training code calls device.keep_freed_memory)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if not args.system_malloc:
+        keep_freed_memory()  # as train_manipulation does
     load_before = os.getloadavg()
     layouts = {"off": [False], "on": [True], "both": [False, True]}[args.channels_last]
     rows = []
@@ -109,11 +113,13 @@ def main() -> None:
                           f"{1 / median:7.2f} it/s   toolbox joint {TOOLBOX_JOINT_S[name]:.2f} s -> "
                           f"x{row['speedup_vs_toolbox']:.2f}", flush=True)
     meta = {"device": str(device), "threads": args.threads, "batch": args.batch, "patch": args.patch,
-            "torch": torch.__version__, "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+            "torch": torch.__version__, "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+            "keep_freed_memory": not args.system_malloc}
     if args.json:
         print(json.dumps({"meta": meta, "rows": rows}, indent=2))
     else:
-        print(f"device {device}, {args.threads} threads, torch {torch.__version__}, load average before "
+        print(f"device {device}, {args.threads} threads, torch {torch.__version__}, "
+              f"malloc {'system' if args.system_malloc else 'keep freed memory'}, load average before "
               f"{load_before[0]:.2f}, after {meta['loadavg_after'][0]:.2f}")
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from neuralimaging import __version__
 from neuralimaging.cli._common import common_parent
+from neuralimaging.device import keep_freed_memory
 from neuralimaging.errors import NeuralImagingError
 
 __all__ = ["build_parser", "main"]
@@ -41,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()
     try:
         return int(args.func(args) or 0)
     except (NeuralImagingError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as error:

@@ -35,7 +35,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from neuralimaging.acquisition import nip as nip_module
-from neuralimaging.device import resolve_device
+from neuralimaging.device import keep_freed_memory, resolve_device
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.metrics import psnr_per_image, ssim_per_image
 from neuralimaging.experiments.rundir import RunDir, capture_rng_state, config_hash, restore_rng_state
@@ -334,6 +334,7 @@ def train_nip(
         raise InputError("train_nip needs config['data']: a dataset folder made by `neuralimaging prepare`")
     run = RunDir(out_dir)
     dev = resolve_device(device)
+    keep_freed_memory()  # reuse freed tensor memory: no page faults per step
     amp = resolve_amp(config["amp"], dev)
     started = time.perf_counter()
 
