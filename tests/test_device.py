@@ -20,12 +20,12 @@ if sys.argv[1] == "keep":
     assert keep_freed_memory()
 torch.set_num_threads(1)
 faults = []
-for _ in range(10):
+for _ in range(40):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     x = torch.ones(16 * 2**20)  # 64 MiB, as a joint step's activations
     del x
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(sum(faults[5:]))  # the steady state: glibc settles on reusing the freed block after a few rounds
+print(sum(faults[30:]))  # the steady state: glibc settles on reusing a freed block within 1-9 rounds (measured)
 """
 
 
@@ -42,6 +42,6 @@ def test_keep_freed_memory_stops_the_page_faults_of_large_tensors() -> None:
     env = {k: v for k, v in os.environ.items() if k != "NEURALIMAGING_SYSTEM_MALLOC"}
     runs = {mode: int(subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True,
                                      env=env).stdout) for mode in ("system", "keep")}
-    assert runs["system"] > 5 * 16_000  # each of the last five allocations faults its 16,384 pages in
+    assert runs["system"] > 10 * 16_000  # each of the last ten allocations faults its 16,384 pages in
     assert runs["keep"] < 1_000
     assert keep_freed_memory() is keep_freed_memory()  # idempotent
