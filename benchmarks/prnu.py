@@ -29,7 +29,7 @@ Quality (correlation of the estimated with the true K):
 
 The quality figures are given for the default denoiser sigma (3) and the reference toolboxes' 5.
 
-    python benchmarks/prnu.py                 # everything (about 2 minutes on the dev CPU)
+    python benchmarks/prnu.py                 # everything (about 4 minutes on the dev CPU)
     python benchmarks/prnu.py --skip-virtual  # speed and the synthetic camera only
     python benchmarks/prnu.py --skip-speed    # quality only
     python benchmarks/prnu.py --only-raw      # the RAW-domain fingerprint only (about a minute)
