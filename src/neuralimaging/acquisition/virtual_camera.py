@@ -70,6 +70,16 @@ Brooks et al.) or ``base`` (the range's lowest value: the camera's base ISO)."""
 _CFA_CODES = {"R": 0, "G": 1, "B": 2}
 
 
+def _check_iso(iso: str) -> None:
+    if iso not in ISO_SETTINGS:
+        raise InputError(f"iso must be one of {', '.join(ISO_SETTINGS)}, got {iso!r}")
+
+
+def _log_read_noise(shot_noise: float) -> float:
+    """Brooks et al.'s fit of the read noise to the shot noise, without its random term: ``2.18 log(shot) + 1.20``."""
+    return 2.18 * np.log(shot_noise) + 1.20
+
+
 @dataclass(frozen=True)
 class CameraProfile:
     """A virtual camera: sensor, colour and noise characteristics.
@@ -381,8 +391,7 @@ def unprocess(
     """
     if rgb.shape[1:] != tuple(camera.size):
         raise InputError(f"image of {rgb.shape[1:]} does not match the {camera.name} sensor {camera.size}")
-    if iso not in ISO_SETTINGS:
-        raise InputError(f"iso must be one of {', '.join(ISO_SETTINGS)}, got {iso!r}")
+    _check_iso(iso)
     k = camera.prnu() if prnu is None else prnu
     linear = np.power(np.clip(rgb.astype(np.float64), 0.0, 1.0), 2.2)
     exposure = rng.uniform(0.6, 1.0)
@@ -401,7 +410,7 @@ def unprocess(
     shot = float(np.exp(rng.uniform(log_low, log_high)))
     if iso == "base":
         shot = float(camera.shot_noise[0])
-    read = float(np.exp(2.18 * np.log(shot) + 1.20 + rng.normal(0.0, 0.26)))
+    read = float(np.exp(_log_read_noise(shot) + rng.normal(0.0, 0.26)))
     if noise:
         variance = np.maximum(mosaic, 0.0) * shot + read
         noisy = mosaic + rng.standard_normal(mosaic.shape) * np.sqrt(variance)
@@ -422,7 +431,7 @@ def unprocess(
 def noise_profile(shot_noise: float) -> tuple[float, float]:
     """The DNG NoiseProfile ``(S, O)`` a calibrated camera records at a shot-noise level: ``S = shot_noise`` and
     the read noise Brooks et al.'s fit predicts for it, ``O = exp(2.18 log(S) + 1.20)`` (normalized units)."""
-    return float(shot_noise), float(np.exp(2.18 * np.log(shot_noise) + 1.20))
+    return float(shot_noise), float(np.exp(_log_read_noise(shot_noise)))
 
 
 def flat_field_scene(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -509,8 +518,7 @@ def synthesize(
     profile = get_camera(camera).with_size(size)
     if shots_per_photo < 1:
         raise InputError(f"shots_per_photo must be >= 1, got {shots_per_photo}")
-    if iso not in ISO_SETTINGS:
-        raise InputError(f"iso must be one of {', '.join(ISO_SETTINGS)}, got {iso!r}")
+    _check_iso(iso)
     if isinstance(photos, (str, os.PathLike)):
         sources = find_photos(photos)
     else:
@@ -629,8 +637,7 @@ def synthesize_flat_fields(
     profile = get_camera(camera).with_size(size)
     if count < 1:
         raise InputError(f"count must be >= 1 flat-field shot, got {count}")
-    if iso not in ISO_SETTINGS:
-        raise InputError(f"iso must be one of {', '.join(ISO_SETTINGS)}, got {iso!r}")
+    _check_iso(iso)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     k = profile.prnu()

@@ -156,17 +156,20 @@ def make_config(overrides: Mapping[str, Any] | None = None, preset: str | None =
     for key in ("batch", "patch", "max_epochs", "val_every", "val_patches", "stop_window"):
         if int(config[key]) < 1:
             raise InputError(f"config {key} must be a positive integer, got {config[key]!r}")
-    if config["amp"] not in AMP_SETTINGS:
-        raise InputError(f"amp must be null, 'bf16' or 'auto', got {config['amp']!r}")
+    _check_amp(config["amp"])
     if config["lr_schedule"] not in ("constant", "cosine"):
         raise InputError(f"lr_schedule must be 'constant' or 'cosine', got {config['lr_schedule']!r}")
     return config
 
 
-def resolve_amp(amp: str | None, device: str | torch.device) -> str | None:
-    """``"bf16"`` or ``None``: what an :data:`AMP_SETTINGS` value means on ``device``."""
+def _check_amp(amp: str | None) -> None:
     if amp not in AMP_SETTINGS:
         raise InputError(f"amp must be null, 'bf16' or 'auto', got {amp!r}")
+
+
+def resolve_amp(amp: str | None, device: str | torch.device) -> str | None:
+    """``"bf16"`` or ``None``: what an :data:`AMP_SETTINGS` value means on ``device``."""
+    _check_amp(amp)
     if amp == "auto":
         return "bf16" if native_bf16(device) else None
     return amp
