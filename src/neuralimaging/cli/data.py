@@ -113,7 +113,7 @@ def run_synth(args: argparse.Namespace) -> int:
             f"{name}: {len(paths)} DNG files of {profile.size[0]}x{profile.size[1]} "
             f"({len(paths) * profile.megapixels:.1f} MP) in {seconds:.1f} s -> {out}"
         )
-    return report_failures(list(failures.items()), len(sources), "photo") if not flat else 0
+    return report_failures(list(failures.items()), len(sources), "photo")
 
 
 def run_prepare(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from neuralimaging.cli._common import report_failures, run_batch
 from neuralimaging.data.dataset import RAW_SUFFIXES, find_raw_files
 from neuralimaging.data.photos import PHOTO_SUFFIXES, find_photos
 from neuralimaging.errors import InputError
-from neuralimaging.forensics.prnu import DEFAULT_SIGMA
+from neuralimaging.forensics.prnu import DEFAULT_SIGMA, RAW_WEIGHTS
 
 
 def _images(sources: list[str], *, raw: bool = False) -> list[Path]:
@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     fp.add_argument("images", nargs="+", help="images of one camera (files or folders), all of one size; RAW files "
                     "(DNG, NEF, ...) give a RAW-domain fingerprint")
-    fp.add_argument("--weights", choices=("auto", "profile", "none"), default="auto",
+    fp.add_argument("--weights", choices=RAW_WEIGHTS, default="auto",
                     help="RAW files: weight each shot by the inverse noise variance of its DNG NoiseProfile (auto: "
                     "where the file has one; default)")
     fp.add_argument("--out", required=True, help="camera model file to write (.npz)")

@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_SIGMA",
     "GRAY_WEIGHTS",
     "PCE_THRESHOLD",
+    "RAW_WEIGHTS",
     "MatchResult",
     "Mosaic",
     "PCEResult",
@@ -533,6 +534,8 @@ def fingerprint(
 # ------------------------------------------------------------------------------------------ RAW domain
 
 RawWeights = Literal["auto", "profile", "none"]
+RAW_WEIGHTS: tuple[str, ...] = ("auto", "profile", "none")
+"""Values of :func:`raw_fingerprint`'s ``weights``."""
 _SITES = ((0, 0), (0, 1), (1, 0), (1, 1))  # the four positions of the 2x2 CFA lattice
 
 
@@ -553,16 +556,14 @@ def read_mosaic(path: str | Path) -> Mosaic:
     Raises:
         InputError: not a Bayer RAW file (one line naming the file), or a mosaic with odd sides.
     """
+    from neuralimaging.acquisition.bayer import normalize_mosaic
     from neuralimaging.acquisition.raw import read_raw
 
     raw = read_raw(path)
     if raw.mosaic.shape[0] % 2 or raw.mosaic.shape[1] % 2 or min(raw.mosaic.shape) < 32:
         raise InputError(f"{raw.path}: expected a Bayer mosaic with even sides of at least 32, got {raw.mosaic.shape}")
-    black = np.empty(raw.mosaic.shape, dtype=np.float32)
-    for index, (i, j) in enumerate(_SITES):
-        black[i::2, j::2] = raw.black_level[index]
-    values = (raw.mosaic.astype(np.float32) - black) / (np.float32(raw.white_level) - black)
-    return Mosaic(raw.path, np.clip(values, 0.0, None), raw.cfa, raw.noise_profile)
+    values = normalize_mosaic(raw.mosaic, raw.cfa, raw.black_level, raw.white_level)  # no white balance
+    return Mosaic(raw.path, values, raw.cfa, raw.noise_profile)
 
 
 def mosaic_residual(mosaic: np.ndarray, *, sigma: float = DEFAULT_SIGMA, workers: int | None = None) -> np.ndarray:
@@ -651,7 +652,7 @@ def raw_fingerprint(
         InputError: too few files, files that are not Bayer RAW files, mosaics of different sizes, a missing
             NoiseProfile with ``weights="profile"``; the message names the file.
     """
-    if weights not in ("auto", "profile", "none"):
+    if weights not in RAW_WEIGHTS:
         raise InputError(f"weights must be 'auto', 'profile' or 'none', got {weights!r}")
     if sigma <= 0:
         raise InputError(f"raw_fingerprint: sigma must be positive, got {sigma}")
@@ -661,21 +662,22 @@ def raw_fingerprint(
     numerator, denominator, shape = _raw_ml_sums(files[0], None, sigma, weights, saturation)
     workers = workers or _default_workers()
     bar = tqdm(total=len(files), initial=1, desc="raw fingerprint", unit="img", disable=not progress, file=sys.stderr)
+
+    def add(future: Future) -> None:
+        num, den, _ = future.result()
+        np.add(numerator, num, out=numerator)
+        np.add(denominator, den, out=denominator)
+        bar.update(1)
+
     try:
         with ThreadPoolExecutor(workers) as pool:
             pending: deque[Future] = deque()
             for path in files[1:]:
                 pending.append(pool.submit(_raw_ml_sums, path, shape, sigma, weights, saturation))
                 while len(pending) > workers:  # bounded memory
-                    num, den, _ = pending.popleft().result()
-                    numerator += num
-                    denominator += den
-                    bar.update(1)
+                    add(pending.popleft())
             while pending:
-                num, den, _ = pending.popleft().result()
-                numerator += num
-                denominator += den
-                bar.update(1)
+                add(pending.popleft())
     finally:
         bar.close()
     k = (numerator / (denominator + 1e-12)).astype(np.float32)
@@ -699,10 +701,7 @@ def match_raw(
             f"{mosaic.path}: mosaic {mosaic.values.shape[0]}x{mosaic.values.shape[1]} differs from the "
             f"fingerprint's {kk.shape[0]}x{kk.shape[1]}"
         )
-    residual = raw_noise_residual(mosaic, sigma=sigma)
-    signal = np.clip(mosaic.values, 0.0, 1.0) * kk
-    result = pce(crosscorr(residual, signal), radius=radius, search=search)
-    return MatchResult(pce=result.pce, ncc=ncc(residual, signal), peak=result.peak)
+    return match(kk, mosaic.values, radius=radius, search=search, residual=raw_noise_residual(mosaic, sigma=sigma))
 
 
 # ------------------------------------------------------------------------------------------- matching
