@@ -56,12 +56,17 @@ SIZE = 1024
 
 
 def _timed(fn, repeats: int) -> list[float]:
-    times = []
+    return _timed_result(fn, repeats)[0]
+
+
+def _timed_result(fn, repeats: int) -> tuple[list[float], object]:
+    """Wall times of ``repeats`` calls of ``fn`` and the last call's result."""
+    times, result = [], None
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        result = fn()
         times.append(time.perf_counter() - start)
-    return times
+    return times, result
 
 
 def _load() -> str:
@@ -202,17 +207,19 @@ def raw_domain(n_fingerprint: int = 30, repeats: int = 3) -> dict:
         tests = [photos[i] for i in order[n_fingerprint : n_fingerprint + 10]]
         others = synthesize("default", "canon-5d2", Path(tmp) / "b", shots_per_photo=2, seed=1, size=size)[:10]
         out["synthesize_s"] = time.perf_counter() - start
+        fingerprints = {}
         for name, paths in sets.items():
             entry: dict = {}
             for weights in ("auto", "none"):
-                times = _timed(lambda: prnu.raw_fingerprint(paths, weights=weights), repeats if weights == "auto" else 1)
-                k = prnu.raw_fingerprint(paths, weights=weights)
+                times, k = _timed_result(lambda: prnu.raw_fingerprint(paths, weights=weights),  # noqa: B023
+                                         repeats if weights == "auto" else 1)
+                fingerprints[name, weights] = k
                 entry[f"weights_{weights}"] = {"correlation_with_true_k": prnu.ncc(k, truth),
                                                "fingerprint_s_best": min(times),
                                                "fingerprint_s_median": statistics.median(times)}
             out[name] = entry
         flat = sets["flat_field_base_iso"]
-        k = prnu.raw_fingerprint(flat)
+        k = fingerprints["flat_field_base_iso", "auto"]
         developed = [develop(p, "python") for p in flat]
         out["flat_field_base_iso"]["developed_python_isp_gray"] = prnu.ncc(prnu.fingerprint(developed), truth)
         same = [prnu.match_raw(k, p).pce for p in tests]
