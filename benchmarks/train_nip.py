@@ -73,12 +73,12 @@ def speed(args: argparse.Namespace) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load_before}")
     print(f"{'nip':<6}{'layout':<15}{'s/step':>9}{'it/s':>8}{'TF CPU s/step':>15}{'speed-up':>10}{'K80 it/s':>10}")
     rows = []
+    chosen = tuple(layout for layout in args.layouts.split(",") if layout)
+    unknown = sorted(set(chosen) - set(LAYOUTS))
+    if unknown:
+        raise SystemExit(f"--layouts: unknown {', '.join(unknown)}; expected some of {', '.join(LAYOUTS)}")
     for name in args.nips.split(","):
         steps = args.steps * (4 if name == "inet" else 1)
-        chosen = tuple(layout for layout in args.layouts.split(",") if layout)
-        unknown = sorted(set(chosen) - set(LAYOUTS))
-        if unknown:
-            raise SystemExit(f"--layouts: unknown {', '.join(unknown)}; expected some of {', '.join(LAYOUTS)}")
         layouts = chosen + (("composed",) if name == "inet" else ())
         timers = {layout: make_step(name, layout) for layout in layouts}
         times: dict[str, list[float]] = {layout: [] for layout in layouts}
