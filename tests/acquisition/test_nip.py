@@ -231,3 +231,30 @@ def test_dnet_padding_keeps_the_dtype_under_autocast(dtype):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.rand(1, 4, 12, 12))
     assert len(seen) == 4 and set(seen) == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("channels", [12, 64])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_dnet_batch_norm_equals_torch_batch_norm(channels, channels_last):
+    """DNet's batch norm (narrow channels-last CPU tensors normalized contiguous) gives nn.BatchNorm2d's
+    output, input and parameter gradients and running statistics, keeps the input's layout and its keys."""
+    torch.manual_seed(0)
+    ours, ref = nip._BatchNorm2d(channels).double(), torch.nn.BatchNorm2d(channels).double()
+    with torch.no_grad():
+        for p in (*ours.parameters(), *ref.parameters()):
+            p.copy_(torch.linspace(0.5, 1.5, channels, dtype=torch.float64))
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    x = torch.randn(3, channels, 5, 6, dtype=torch.float64) * 2 + 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = ours(x1), ref(x2)
+    torch.testing.assert_close(y1, y2, rtol=1e-12, atol=1e-12)
+    assert y1.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    g = torch.randn_like(y2)
+    y1.backward(g)
+    y2.backward(g)
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ours.running_var, ref.running_var, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours.running_mean, ref.running_mean, rtol=1e-12, atol=1e-12)

@@ -92,6 +92,30 @@ class TestFAN:
         x = torch.rand(2, 3, 32, 32)
         torch.testing.assert_close(fan(x), fan(x))
 
+    def test_forward_is_the_paper_layer_order(self) -> None:
+        """The FAN pools before its leaky ReLUs (faster); it must equal conv -> leaky ReLU -> max-pool, the
+        layer order of supplement Table 6, in value and gradient (float64)."""
+        torch.manual_seed(0)
+        fan = FAN().double()
+
+        def paper_order(x: torch.Tensor) -> torch.Tensor:
+            x = fan.residual(x)
+            for conv in fan.features:
+                x = F.max_pool2d(F.leaky_relu(conv(x), 0.2), 2)
+            x = F.leaky_relu(fan.mix(x), 0.2).mean(dim=(-2, -1))
+            return fan.fc3(F.leaky_relu(fan.fc2(F.leaky_relu(fan.fc1(x), 0.2)), 0.2))
+
+        x = torch.rand(3, 3, 32, 32, dtype=torch.float64)
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        y1, y2 = fan(x1), paper_order(x2)
+        torch.testing.assert_close(y1, y2, rtol=0, atol=1e-12)
+        g = torch.randn_like(y1)
+        params = list(fan.parameters())
+        grads1 = torch.autograd.grad(y1, [x1, *params], g)
+        grads2 = torch.autograd.grad(y2, [x2, *params], g)
+        for a, b in zip(grads1, grads2):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
     def test_small_input_rejected(self) -> None:
         with pytest.raises(InputError, match="H, W >= 16"):
             FAN()(torch.rand(1, 3, 8, 8))

@@ -483,6 +483,30 @@ class _ReflectionPad1(nn.Module):
         return "padding=1"
 
 
+class _BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` that normalizes a narrow channels-last CPU tensor in the standard layout.
+
+    On a CPU, batch norm of a channels-last tensor with few channels is slow: forward + backward of DNet's
+    12-channel layer (20 x 12 x 62 x 62, bfloat16) took 20 ms channels-last against 1.3 ms contiguous, and
+    the two layout conversions cost less than the difference (DNet's bfloat16 training step 9% faster). Wider
+    layers keep their layout (64 channels: 10.3 against 6.6 ms, but the conversions cost more). Same values
+    and the same parameters and buffers as ``nn.BatchNorm2d`` (checkpoints load in either).
+    """
+
+    narrow = 16
+    """Channel count up to which a channels-last CPU input is normalized contiguous."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            x.device.type == "cpu"
+            and x.shape[1] <= self.narrow
+            and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
+        ):
+            return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
+
 class _ValidConvBNReLU(nn.Sequential):
     """3x3 valid convolution (no bias) + batch norm + ReLU + reflection padding back to the input size.
 
@@ -491,7 +515,7 @@ class _ValidConvBNReLU(nn.Sequential):
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(
-            nn.Conv2d(cin, cout, 3, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True), _ReflectionPad1()
+            nn.Conv2d(cin, cout, 3, bias=False), _BatchNorm2d(cout), nn.ReLU(inplace=True), _ReflectionPad1()
         )
 
 
