@@ -24,7 +24,8 @@ def test_default_is_the_papers_channel(image) -> None:
     y = channel(x)
     expected = jpeg_compress(torch.nn.functional.avg_pool2d(image, 2), 50, rounding="sin", subsampling="4:4:4")
     assert y.shape == (3, 3, 48, 65)
-    assert torch.equal(y.detach(), expected)
+    # 2x2 pooling as two matrix products: the same sums in another order (float32 rounding).
+    torch.testing.assert_close(y.detach(), expected, rtol=0, atol=1e-5)
     (grad,) = torch.autograd.grad(y.sum(), x)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
