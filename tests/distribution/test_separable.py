@@ -61,3 +61,11 @@ def test_bad_inputs():
         box_matrix(3, 4)
     with pytest.raises(InputError, match="does not fit an image"):
         separable_filter(torch.rand(1, 1, 4, 4), box_matrix(6, 2), box_matrix(4, 2))
+
+
+def test_keeps_the_input_dtype_under_autocast():
+    x = torch.rand(2, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = box_downsample(x, 2)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, F.avg_pool2d(x, 2), rtol=0, atol=1e-6)

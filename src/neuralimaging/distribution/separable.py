@@ -36,7 +36,11 @@ def _replicate_matrix(taps: tuple[float, ...], n: int) -> torch.Tensor:
 
 
 def replicate_filter_matrix(
-    taps: torch.Tensor | tuple[float, ...], n: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    taps: torch.Tensor | tuple[float, ...],
+    n: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """``(n, n)`` matrix ``M`` with ``(v @ M)[j] = sum_t taps[t] * v[clamp(j + t - k//2, 0, n-1)]``.
 
@@ -61,7 +65,9 @@ def _box_matrix(n: int, factor: int) -> torch.Tensor:
     return m
 
 
-def box_matrix(n: int, factor: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
+def box_matrix(
+    n: int, factor: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> torch.Tensor:
     """``(n, n // factor)`` matrix of 1-D average pooling by ``factor`` (trailing ``n % factor`` samples dropped)."""
     if factor < 1 or n // factor < 1:
         raise InputError(f"cannot average-pool {n} samples by a factor of {factor}")
@@ -69,12 +75,17 @@ def box_matrix(n: int, factor: int, *, dtype: torch.dtype = torch.float32, devic
 
 
 def separable_filter(x: torch.Tensor, m_h: torch.Tensor, m_w: torch.Tensor) -> torch.Tensor:
-    """``M_h^T @ x @ M_w`` over the last two axes: ``(..., H, W)`` -> ``(..., H', W')``; differentiable."""
+    """``M_h^T @ x @ M_w`` over the last two axes: ``(..., H, W)`` -> ``(..., H', W')``; differentiable.
+
+    Computed in ``x``'s dtype even under autocast (which would run the products in bfloat16 or float16, where
+    ``avg_pool2d`` and a depthwise filter keep float32).
+    """
     if x.ndim < 2 or x.shape[-2] != m_h.shape[0] or x.shape[-1] != m_w.shape[0]:
         raise InputError(
             f"separable filter of {tuple(m_h.shape)} x {tuple(m_w.shape)} does not fit an image of {tuple(x.shape)}"
         )
-    return torch.matmul(m_h.t(), torch.matmul(x, m_w))
+    with torch.autocast(x.device.type, enabled=False):
+        return torch.matmul(m_h.t().to(x.dtype), torch.matmul(x, m_w.to(x.dtype)))
 
 
 def box_downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
