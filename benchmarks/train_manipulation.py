@@ -19,7 +19,8 @@ Run by hand (never in the test suite)::
 
 Prints a table (median seconds per step, steps per second, ratio to the toolbox) and, with --json, JSON.
 Steps of the compared settings are interleaved (one step of each in turn), so a load change on a shared
-machine affects them alike; the load average is printed.
+machine affects them alike; the load average is printed. To compare with TensorFlow on a machine whose speed
+drifts (a shared VM), use ``benchmarks/joint_vs_tf.py``, which alternates the two in rounds.
 """
 
 from __future__ import annotations
