@@ -38,7 +38,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pywt
@@ -534,7 +534,7 @@ def fingerprint(
 # ------------------------------------------------------------------------------------------ RAW domain
 
 RawWeights = Literal["auto", "profile", "none"]
-RAW_WEIGHTS: tuple[str, ...] = ("auto", "profile", "none")
+RAW_WEIGHTS: tuple[str, ...] = get_args(RawWeights)
 """Values of :func:`raw_fingerprint`'s ``weights``."""
 _SITES = ((0, 0), (0, 1), (1, 0), (1, 1))  # the four positions of the 2x2 CFA lattice
 
