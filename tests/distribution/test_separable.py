@@ -1,4 +1,5 @@
-"""Separable filters as matrix products: equal to avg_pool2d and to replicate-padded convolution (float64)."""
+"""Separable filters as matrix products: equal to avg_pool2d, replicate-padded convolution and bilinear
+resizing (float64)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from neuralimaging.distribution.separable import (
     box_downsample,
     box_matrix,
     replicate_filter_matrix,
+    resize_matrix,
     separable_filter,
 )
 from neuralimaging.errors import InputError
@@ -36,6 +38,21 @@ def test_replicate_filter_is_padded_convolution(taps, size):
     torch.testing.assert_close(separable_filter(x, m_h, m_w), expected, rtol=0, atol=1e-13)
 
 
+@pytest.mark.parametrize(("size", "small"), [((128, 128), (64, 64)), ((45, 67), (22, 34)), ((16, 9), (5, 13))])
+def test_resize_matrices_are_bilinear_interpolation(size, small):
+    """M_h^T x M_w equals F.interpolate(mode="bilinear"), down and up (one axis each)."""
+    x = torch.rand(2, 3, *size, dtype=torch.float64)
+    expected = F.interpolate(x, size=small, mode="bilinear", align_corners=False)
+    m_h = resize_matrix(size[0], small[0], dtype=torch.float64)
+    m_w = resize_matrix(size[1], small[1], dtype=torch.float64)
+    assert m_h.shape == (size[0], small[0])
+    torch.testing.assert_close(separable_filter(x, m_h, m_w), expected, rtol=0, atol=1e-14)
+    up = F.interpolate(expected, size=size, mode="bilinear", align_corners=False)
+    back = separable_filter(expected, resize_matrix(small[0], size[0], dtype=torch.float64),
+                            resize_matrix(small[1], size[1], dtype=torch.float64))
+    torch.testing.assert_close(back, up, rtol=0, atol=1e-14)
+
+
 def test_gradcheck():
     m_h = replicate_filter_matrix((0.2, 0.6, 0.2), 5, dtype=torch.float64)
     m_w = box_matrix(6, 2, dtype=torch.float64)
@@ -59,6 +76,8 @@ def test_bad_inputs():
         replicate_filter_matrix((0.5, 0.5), 4)
     with pytest.raises(InputError, match="cannot average-pool 3 samples by a factor of 4"):
         box_matrix(3, 4)
+    with pytest.raises(InputError, match="cannot resize 0 samples to 3"):
+        resize_matrix(0, 3)
     with pytest.raises(InputError, match="does not fit an image"):
         separable_filter(torch.rand(1, 1, 4, 4), box_matrix(6, 2), box_matrix(4, 2))
 

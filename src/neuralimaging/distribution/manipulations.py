@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from neuralimaging.distribution.jpeg import jpeg_compress
-from neuralimaging.distribution.separable import replicate_filter_matrix, separable_filter
+from neuralimaging.distribution.separable import replicate_filter_matrix, resize_matrix, separable_filter
 from neuralimaging.errors import InputError
 
 __all__ = [
@@ -58,29 +59,61 @@ __all__ = [
 
 DEFAULT_MANIPULATIONS = "native,sharpen,gaussian,jpeg,resample"
 
-_SHARPEN_LAPLACIAN = ((1.0, 4.0, 1.0), (4.0, -20.0, 4.0), (1.0, 4.0, 1.0))
-
 
 # ----------------------------------------------------------------------------------------- functions
 
 
-def _depthwise(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Same-size depthwise filtering (correlation) with replicate padding; ``kernel`` ``(k, k)``, odd ``k``.
+_SHARPEN_EPS = 1e-8
+"""V at or below this is black: the sharpened pixel is grey V' (hue and saturation are undefined there)."""
 
-    A weighted sum of shifted views: forward + backward 4x faster on a CPU than oneDNN's grouped convolution
-    for the sharpening filter on 20 x 1 x 128 x 128. Separable kernels go faster through
-    :func:`~neuralimaging.distribution.separable.separable_filter` (the Gaussian blur does).
+
+def _sharpen_filter(v: torch.Tensor, strength: float, adjoint: bool = False) -> torch.Tensor:
+    """``v - strength * conv(v, L / 6)`` with replicate borders (or its adjoint), on ``(N, 1, H, W)``.
+
+    ``L = outer([1, 4, 1], [1, 4, 1]) - 36 delta``, so the filter is ``(1 + 6 s) v - (s / 6) B(v)`` with the
+    separable ``B`` as two matrix products (the adjoint uses the transposed matrices).
     """
-    k = kernel.shape[-1]
-    padded = F.pad(x, (k // 2,) * 4, mode="replicate")
-    h, w = x.shape[-2:]
-    out: torch.Tensor | None = None
-    for i, row in enumerate(kernel.tolist()):
-        for j, weight in enumerate(row):
-            if weight != 0.0:
-                term = padded[..., i : i + h, j : j + w] * weight
-                out = term if out is None else out + term
-    return out if out is not None else torch.zeros_like(x)
+    h, w = v.shape[-2:]
+    kw = {"dtype": v.dtype, "device": v.device}
+    m_h, m_w = replicate_filter_matrix((1.0, 4.0, 1.0), h, **kw), replicate_filter_matrix((1.0, 4.0, 1.0), w, **kw)
+    if adjoint:
+        m_h, m_w = m_h.T, m_w.T
+    return torch.add(v * (1.0 + 6.0 * strength), separable_filter(v, m_h, m_w), alpha=-strength / 6.0)
+
+
+class _Sharpen(torch.autograd.Function):
+    """:func:`sharpen` as one op with a hand-written backward (about 2x faster forward + backward on a CPU).
+
+    The gradient is that of the composed formula under autograd: the clamps pass it on their closed range,
+    ``amax`` shares it evenly between tied channels, black pixels (grey output) take it through V' only.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, strength: float) -> torch.Tensor:  # type: ignore[override]
+        v = x.amax(dim=1, keepdim=True)
+        sharpened = _sharpen_filter(v, strength)
+        v_new = torch.clamp(sharpened, 0.0, 1.0)
+        dark = v <= _SHARPEN_EPS
+        denominator = v.masked_fill(dark, 1.0)
+        ratio = v_new / denominator
+        rescaled = torch.where(dark, v_new, x * ratio)
+        out = torch.clamp(rescaled, 0.0, 1.0)
+        if ctx.needs_input_grad[0]:
+            ctx.strength = strength
+            ctx.save_for_backward(x, v, v_new == sharpened, dark, denominator, ratio, out == rescaled)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        x, v, v_kept, dark, denominator, ratio, kept = ctx.saved_tensors
+        g = grad * kept
+        through_ratio = (g * x).sum(dim=1, keepdim=True)  # d out / d ratio, summed over the channels
+        g_v_new = torch.where(dark, g.sum(dim=1, keepdim=True), through_ratio / denominator) * v_kept
+        g_v = _sharpen_filter(g_v_new, ctx.strength, adjoint=True)
+        g_v = g_v - (through_ratio * ratio / denominator).masked_fill_(dark, 0.0)
+        ties = x == v
+        g_v = g_v / ties.sum(dim=1, keepdim=True)
+        return g * ratio.masked_fill(dark, 0.0) + ties * g_v, None
 
 
 def sharpen(x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
@@ -96,13 +129,10 @@ def sharpen(x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
     Returns:
         ``(N, 3, H, W)`` in [0, 1].
     """
-    v = x.amax(dim=1, keepdim=True)
-    lap = torch.tensor(_SHARPEN_LAPLACIAN, dtype=x.dtype, device=x.device) / 6.0
-    v_new = torch.clamp(v - strength * _depthwise(v, lap), 0.0, 1.0)
-    eps = 1e-8
-    dark = v <= eps
-    ratio = v_new / torch.where(dark, torch.ones_like(v), v)
-    return torch.clamp(torch.where(dark, v_new.expand_as(x), x * ratio), 0.0, 1.0)
+    if strength < 0:
+        raise InputError(f"sharpen: strength must be >= 0, got {strength:g}")
+    with torch.autocast(x.device.type, enabled=False):
+        return _Sharpen.apply(x, float(strength))
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float = 0.83, size: int = 5) -> torch.Tensor:
@@ -122,11 +152,18 @@ def gaussian_blur(x: torch.Tensor, sigma: float = 0.83, size: int = 5) -> torch.
 
 
 def resample(x: torch.Tensor, percent: float = 50.0) -> torch.Tensor:
-    """Bilinear down-sampling to ``percent`` of the size, then bilinear up-sampling back to ``(H, W)``."""
+    """Bilinear down-sampling to ``percent`` of the size, then bilinear up-sampling back to ``(H, W)``.
+
+    Both resizings are linear along each axis, so the pair is one separable filter: ``F.interpolate``'s
+    weights as two ``(H, H)`` and ``(W, W)`` matrices (2x faster forward + backward on a CPU than two
+    ``F.interpolate`` calls, equal to float32 rounding).
+    """
     h, w = x.shape[-2:]
-    small = (max(1, round(h * percent / 100.0)), max(1, round(w * percent / 100.0)))
-    down = F.interpolate(x, size=small, mode="bilinear", align_corners=False)
-    return torch.clamp(F.interpolate(down, size=(h, w), mode="bilinear", align_corners=False), 0.0, 1.0)
+    small_h, small_w = max(1, round(h * percent / 100.0)), max(1, round(w * percent / 100.0))
+    kw = {"dtype": torch.float64, "device": x.device}
+    m_h = resize_matrix(h, small_h, **kw) @ resize_matrix(small_h, h, **kw)
+    m_w = resize_matrix(w, small_w, **kw) @ resize_matrix(small_w, w, **kw)
+    return torch.clamp(separable_filter(x, m_h.to(x.dtype), m_w.to(x.dtype)), 0.0, 1.0)
 
 
 def awgn(x: torch.Tensor, sigma: float = 5.1, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -1,10 +1,10 @@
 """Separable linear filters as two matrix products: ``M_h^T @ x @ M_w`` on ``(..., H, W)`` images.
 
-A separable filter with replicate borders (a Gaussian blur), or an average pooling, is a linear map along each
-axis, so it is a product with an ``(H, H')`` and a ``(W, W')`` matrix that already holds the border rule.
-On a CPU the two products, forward and backward, run 2-3x faster than oneDNN's grouped (depthwise)
-convolution or ``avg_pool2d`` for the paper's sizes (gaussian 5x5 on 20 x 3 x 128 x 128: 8.3 against 27.6 ms
-forward + backward; 2x2 pooling of 100 x 3 x 128 x 128: 15.8 against 29.2 ms), and they sum the same
+A separable filter with replicate borders (a Gaussian blur), an average pooling or a bilinear resizing is a
+linear map along each axis, so it is a product with an ``(H, H')`` and a ``(W, W')`` matrix that already holds
+the border rule. On a CPU the two products, forward and backward, run 2-3x faster than oneDNN's grouped
+(depthwise) convolution or ``avg_pool2d`` for the paper's sizes (gaussian 5x5 on 20 x 3 x 128 x 128: 8.3
+against 27.6 ms forward + backward; 2x2 pooling of 100 x 3 x 128 x 128: 15.8 against 29.2 ms), and they sum the same
 products, so the results agree to float32 rounding. The matrices are small and cached per size, dtype and
 device (built once in float64, then cast), so a step on a GPU makes no host-to-device copy.
 
@@ -18,10 +18,11 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
 
 from neuralimaging.errors import InputError
 
-__all__ = ["replicate_filter_matrix", "box_matrix", "separable_filter", "box_downsample"]
+__all__ = ["replicate_filter_matrix", "box_matrix", "resize_matrix", "separable_filter", "box_downsample"]
 
 
 @lru_cache(maxsize=64)
@@ -74,6 +75,25 @@ def box_matrix(
     if factor < 1 or n // factor < 1:
         raise InputError(f"cannot average-pool {n} samples by a factor of {factor}")
     return _box_matrix(int(n), int(factor), dtype, torch.device(device or "cpu")).clone()
+
+
+@lru_cache(maxsize=64)
+def _resize_matrix(n: int, m: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    eye = torch.eye(n, dtype=torch.float64).unsqueeze(0)  # row i: the unit impulse at sample i
+    return F.interpolate(eye, size=m, mode="linear", align_corners=False)[0].to(dtype=dtype, device=device)
+
+
+def resize_matrix(
+    n: int, m: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """``(n, m)`` matrix ``M`` of 1-D linear resizing: ``v @ M = F.interpolate(v, m, mode="linear")``.
+
+    ``align_corners=False``, no antialiasing: one axis of ``F.interpolate(..., mode="bilinear")``, which
+    weights the four neighbours by the products of these 1-D weights.
+    """
+    if n < 1 or m < 1:
+        raise InputError(f"cannot resize {n} samples to {m}")
+    return _resize_matrix(int(n), int(m), dtype, torch.device(device or "cpu")).clone()
 
 
 def separable_filter(x: torch.Tensor, m_h: torch.Tensor, m_w: torch.Tensor) -> torch.Tensor:
