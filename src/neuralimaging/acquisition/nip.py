@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from neuralimaging import registry
 from neuralimaging.acquisition.isp import PythonISP
 from neuralimaging.errors import InputError
+from neuralimaging.layers import Conv2d
 
 __all__ = [
     "NIP",
@@ -383,8 +384,8 @@ UNET_BASELINES = (None, "inet", "menon")
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2),
-        nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.2),
+        Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2),
+        Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.2),
     )
 
 

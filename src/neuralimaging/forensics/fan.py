@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from neuralimaging.errors import InputError
+from neuralimaging.layers import Conv2d
 from neuralimaging.registry import register
 
 __all__ = ["constrain_residual", "ConstrainedConv2d", "FAN", "LEAKY_SLOPE"]
@@ -139,8 +140,8 @@ class FAN(nn.Module):
             ConstrainedConv2d(in_channels, in_channels, 5, scale=constraint_scale) if constrained else nn.Identity()
         )
         widths = (in_channels, 32, 64, 128, 256)
-        self.features = nn.ModuleList(nn.Conv2d(a, b, 5, padding=2) for a, b in zip(widths[:-1], widths[1:]))
-        self.mix = nn.Conv2d(256, 256, 1)
+        self.features = nn.ModuleList(Conv2d(a, b, 5, padding=2) for a, b in zip(widths[:-1], widths[1:]))
+        self.mix = Conv2d(256, 256, 1)
         self.fc1 = nn.Linear(256, 512)
         self.fc2 = nn.Linear(512, 128)
         self.fc3 = nn.Linear(128, n_classes)
