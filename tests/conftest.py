@@ -1,6 +1,8 @@
-"""Fixtures shared across the suite: real bundled photographs and a fixed seed."""
+"""Fixtures shared across the suite: real bundled photographs, a fixed seed, and an autograd-graph inspector."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -25,3 +27,20 @@ def photo_paths():
 def photos(photo_paths) -> list[np.ndarray]:
     """The bundled photographs as ``uint8 (H, W, 3)`` arrays."""
     return [load_photo(p) for p in photo_paths]
+
+
+@pytest.fixture(scope="session")
+def graph_ops() -> Callable[[torch.Tensor], set[str]]:
+    """A function giving the names of the autograd nodes that produced a tensor (which op a path took)."""
+
+    def names_of(t: torch.Tensor) -> set[str]:
+        names, seen, todo = set(), set(), [t.grad_fn]
+        while todo:
+            node = todo.pop()
+            if node is not None and id(node) not in seen:
+                seen.add(id(node))
+                names.add(type(node).__name__)
+                todo.extend(f for f, _ in node.next_functions)
+        return names
+
+    return names_of

@@ -32,17 +32,6 @@ from neuralimaging.errors import InputError
 SUBSAMPLINGS = ("4:4:4", "4:2:0")
 
 
-def _graph_ops(t: torch.Tensor) -> set[str]:
-    """Names of the autograd nodes that produced ``t``."""
-    names, seen, todo = set(), set(), [t.grad_fn]
-    while todo:
-        node = todo.pop()
-        if node is not None and id(node) not in seen:
-            seen.add(id(node))
-            names.add(type(node).__name__)
-            todo.extend(f for f, _ in node.next_functions)
-    return names
-
 
 def _crops(photos: list[np.ndarray], h: int, w: int) -> torch.Tensor:
     out = []
@@ -205,7 +194,7 @@ class TestGradients:
 
     @pytest.mark.parametrize("shape", [(3, 3, 32, 40), (2, 3, 21, 13), (1, 3, 8, 8)])
     @pytest.mark.parametrize("quality", [5, 50, 80, 100])
-    def test_fused_sin_codec_equals_composed_float64(self, shape, quality) -> None:
+    def test_fused_sin_codec_equals_composed_float64(self, shape, quality, graph_ops) -> None:
         # The default codec (sin, 4:4:4) runs as one op with its own backward; the op-by-op path is the reference.
         gen = torch.Generator().manual_seed(quality)
         x = 1.2 * torch.rand(*shape, generator=gen, dtype=torch.float64) - 0.1  # some values clipped
@@ -218,7 +207,7 @@ class TestGradients:
         luma, chroma = (t.to(torch.float64) for t in quantization_tables(quality, n=shape[0]))
         z = _composed_codec(composed, luma, chroma, rounding="sin", harmonics=5, subsampling="4:4:4", exact=False)
         z.backward(grad)
-        assert "_SinJPEG444Backward" in _graph_ops(y)
+        assert "_SinJPEG444Backward" in graph_ops(y)
         assert torch.allclose(y, z, rtol=0, atol=1e-13)
         assert torch.allclose(fused.grad, composed.grad, rtol=0, atol=1e-11)
 
