@@ -15,6 +15,7 @@ arithmetic; its ``composed`` row times the einsum form its fused CPU kernel repl
 Settings are timed interleaved (one step of each in turn), so load changes on a shared machine hit them alike. ``quick`` trains with the ``quick`` preset on a prepared dataset (default
 virtual-camera data: ``neuralimaging data synthesize`` + ``data prepare``, or ``--make-data`` to build it) and
 prints the validation PSNR/SSIM, steps and wall time. Both print the load average: the dev CPU is shared.
+Both run with glibc's malloc set as training sets it (``device.keep_freed_memory``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 import torch
 
 from neuralimaging.acquisition import nip
+from neuralimaging.device import keep_freed_memory
 from neuralimaging.experiments.train_nip import nip_loss
 
 AUTHORS_TF_CPU_S = {"inet": 0.022, "unet": 0.46, "dnet": 1.37}
@@ -149,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--threads", type=int, default=2)
     q.set_defaults(func=quick)
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as train_nip and the CLI do
     args.func(args)
     return 0
 

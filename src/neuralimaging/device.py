@@ -6,10 +6,12 @@ import ctypes
 import ctypes.util
 import os
 import platform
-
-import torch
+from typing import TYPE_CHECKING
 
 from neuralimaging.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported where a device is resolved: `neuralimaging --help` starts without it
+    import torch
 
 __all__ = ["DEVICE_CHOICES", "keep_freed_memory", "resolve_device"]
 
@@ -24,6 +26,8 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 
     ``auto`` picks CUDA when it is available, else the CPU. Asking for CUDA where there is none is an error.
     """
+    import torch
+
     if isinstance(name, torch.device):
         return name
     if name == "auto":

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from neuralimaging.cli import build_parser, main
+from neuralimaging.cli import COMMANDS, build_parser, main
 
 
 def _commands() -> list[str]:
@@ -44,3 +44,36 @@ def test_bad_device_is_a_clean_error() -> None:
     )
     assert result.returncode == 2
     assert "invalid choice: 'tpu'" in result.stderr
+
+
+def test_command_table_matches_the_modules() -> None:
+    # COMMANDS lets the CLI import one command's module only: its names and help lines must be the modules' own.
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    registered = {action.dest: action.help for action in sub._choices_actions}
+    assert registered == {command: help_line for command, (_, help_line) in COMMANDS.items()}
+
+
+def test_top_level_help_starts_without_torch() -> None:
+    code = (
+        "import sys\n"
+        "from neuralimaging.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "heavy = sorted(m for m in ('torch', 'colour', 'matplotlib', 'pandas', 'ray') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
+    assert "compare-pipelines" in result.stdout and "train" in result.stdout
+
+
+def test_one_command_imports_only_its_module() -> None:
+    code = (
+        "import sys\n"
+        "from neuralimaging.cli import main\n"
+        "try:\n    main(['jpeg', '--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "print('LOADED', sorted(m.rsplit('.', 1)[1] for m in sys.modules if m.startswith('neuralimaging.cli.')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "LOADED ['_common', 'jpeg']" in result.stdout

@@ -20,12 +20,10 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-import colour
 import numpy as np
 import rawpy
 import torch
 import torch.nn as nn
-from colour_demosaicing import demosaicing_CFA_Bayer_Menon2007
 
 from neuralimaging.acquisition.bayer import check_cfa, from_rggb, normalize_mosaic
 from neuralimaging.acquisition.demosaic import menon2007, rggb_to_mosaic
@@ -99,6 +97,9 @@ def demosaic(mosaic: np.ndarray, cfa: str) -> np.ndarray:
     colour-demosaicing computes in colour's default float type; it is switched to float32 for the call
     (2.5x faster; largest deviation from float64 about 2e-7, far below a 16-bit level).
     """
+    import colour  # here, not at import time: colour loads matplotlib (2-3 s), and most users of this module
+    from colour_demosaicing import demosaicing_CFA_Bayer_Menon2007  # never reach the reference demosaicer
+
     pattern = check_cfa(cfa)
     previous = colour.constants.DTYPE_FLOAT_DEFAULT
     colour.utilities.set_default_float_dtype(np.float32)

@@ -3,13 +3,16 @@
 Every module in this package with a ``register(subparsers, common)`` function adds its commands; each
 command sets ``func`` (``args -> exit code``) on its parser. Errors the library raises for bad input
 (:class:`~neuralimaging.errors.NeuralImagingError`, missing files) become one line on stderr and exit code 2.
+
+Only the module of the command being run is imported (:data:`COMMANDS` names them, with their one-line
+help): ``neuralimaging --help`` and ``--version`` start without torch, and a command does not pay for the
+others' libraries (colour and matplotlib, pandas, Ray).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
 import sys
 from collections.abc import Sequence
 
@@ -18,11 +21,37 @@ from neuralimaging.cli._common import common_parent
 from neuralimaging.device import keep_freed_memory
 from neuralimaging.errors import NeuralImagingError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "compare-pipelines": ("compare_pipelines", "PSNR/SSIM of the python, libraw and NIP pipelines against the python-ISP target"),
+    "data": ("data", "virtual-camera RAW files and training datasets"),
+    "demo": ("demo", "virtual camera -> dataset -> NIP pre-training -> F and F+N runs -> summary and HTML report"),
+    "develop": ("develop", "develop RAW files into PNG images with a standard pipeline"),
+    "evaluate": ("evaluate", "manipulation-detection accuracy of a trained run under libjpeg or another JPEG quality"),
+    "jpeg": ("jpeg", "differentiable JPEG tools"),
+    "models": ("models", "list registered models with their parameter counts"),
+    "prnu": ("prnu", "PRNU fingerprints, matching, tampering localization"),
+    "report": ("report", "write one self-contained HTML report (tables + figures) of a runs folder"),
+    "results": ("results", "the runs of a folder as one table (CSV / Parquet), with aggregates"),
+    "sweep": ("sweep", "run a grid of training runs (locally or on Ray)"),
+    "train": ("train", "train models (train nip: pre-train a neural imaging pipeline)"),
+}
+"""Command -> (module of this package that registers it, its one-line help as the module registers it)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every command found in this package."""
+def _requested(argv: Sequence[str]) -> str | None:
+    """The command named on the command line (its first word that is not an option), if it is a known one."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in COMMANDS else None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser: every command's full parser, or with ``argv``, only that of the command it names.
+
+    The other commands are listed (for ``--help``) with their help line but without their options, so their
+    modules are not imported.
+    """
     parser = argparse.ArgumentParser(
         prog="neuralimaging",
         description="Model and optimize the life of a photograph: acquisition, distribution and forensics.",
@@ -30,17 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"neuralimaging {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = common_parent()
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        module.register(subparsers, common)
+    wanted = None if argv is None else _requested(argv)
+    for command, (module_name, help_line) in COMMANDS.items():
+        if argv is None or command == wanted:
+            module = importlib.import_module(f"{__name__}.{module_name}")
+            module.register(subparsers, common)
+        else:
+            subparsers.add_parser(command, help=help_line)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     keep_freed_memory()
     try:
