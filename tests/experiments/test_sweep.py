@@ -105,6 +105,23 @@ class TestExpand:
             sw.load_sweep(path, runs_dir=tmp_path)
 
 
+def test_find_runs_and_status_see_the_same_folders(tmp_path) -> None:
+    # planned runs first (in plan order, even before they start), then run folders found outside the plan;
+    # checkpoint folders are not runs
+    runs = tmp_path / "runs"
+    (runs / "b/000").mkdir(parents=True)
+    (runs / "b/000/config.yaml").write_text("nip: inet\n")
+    (runs / "c/000/checkpoints/step-2").mkdir(parents=True)
+    (runs / "c/000/checkpoints/step-2/config.yaml").write_text("nip: inet\n")
+    (runs / "c/000/summary.json").write_text("{}\n")
+    (runs / sw.PLAN_FILE).write_text(json.dumps({"runs": [{"name": "z/000"}, {"name": "b/000"}]}))
+    assert sw.find_runs(runs) == ["z/000", "b/000", "c/000"]
+    assert [(s.name, s.state) for s in sw.sweep_status(runs)] == [("z/000", "pending"), ("b/000", "pending"),
+                                                                   ("c/000", "done")]
+    with pytest.raises(NotADirectoryError, match="not a runs folder"):
+        sw.sweep_status(runs / "b/000/config.yaml")
+
+
 # -- execution -------------------------------------------------------------------------------------------
 def test_skip_finished_and_resume_interrupted(tiny_dataset, tmp_path) -> None:
     runs = tmp_path / "runs"

@@ -21,7 +21,7 @@ import yaml
 
 from neuralimaging import yamlio
 from neuralimaging.errors import InputError
-from neuralimaging.experiments.sweep import MODES, PLAN_FILE, RUN_FILE, TASKS, run_state
+from neuralimaging.experiments.sweep import MODES, RUN_FILE, TASKS, find_runs, run_state
 
 __all__ = ["AXIS_ORDER", "METRICS", "aggregate", "collect", "find_runs", "paper_table", "save_table"]
 
@@ -41,32 +41,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def find_runs(runs_dir: str | os.PathLike[str]) -> list[str]:
-    """Names (relative paths) of every run folder under ``runs_dir``: planned ones first, in plan order.
-
-    Raises:
-        NotADirectoryError: when ``runs_dir`` is not a folder.
-    """
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        raise NotADirectoryError(f"{runs_dir}: not a runs folder")
-    names: list[str] = []
-    plan = _read_json(runs_dir / PLAN_FILE)
-    if isinstance(plan, dict):
-        names += [r["name"] for r in plan.get("runs", [])]
-    markers = ("summary.json", "config.yaml", RUN_FILE)
-    found = sorted({p.parent for m in markers for p in runs_dir.rglob(m)})
-    for folder in found:
-        if folder == runs_dir or "checkpoints" in folder.relative_to(runs_dir).parts:
-            continue
-        name = folder.relative_to(runs_dir).as_posix()
-        if name not in names:
-            names.append(name)
-    if (runs_dir / "summary.json").is_file() and "." not in names:
-        names.append(".")  # runs_dir is itself a run
-    return names
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:

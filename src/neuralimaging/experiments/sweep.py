@@ -73,6 +73,7 @@ __all__ = [
     "TASKS",
     "execute_run",
     "expand",
+    "find_runs",
     "load_sweep",
     "run_state",
     "run_sweep",
@@ -388,16 +389,8 @@ def run_state(run_dir: str | os.PathLike[str], name: str | None = None) -> RunSt
     return RunState(name, "pending", resumable)
 
 
-def _plan_names(runs_dir: Path) -> list[str]:
-    plan = runs_dir / PLAN_FILE
-    if plan.is_file():
-        return [run["name"] for run in json.loads(plan.read_text(encoding="utf-8"))["runs"]]
-    found = {p.parent for p in runs_dir.rglob(RUN_FILE)} | {p.parent for p in runs_dir.rglob("config.yaml")}
-    return sorted(str(p.relative_to(runs_dir)) for p in found)
-
-
-def sweep_status(runs_dir: str | os.PathLike[str]) -> list[RunState]:
-    """The state of every run of the sweep written to ``runs_dir`` (planned runs included).
+def find_runs(runs_dir: str | os.PathLike[str]) -> list[str]:
+    """Names (relative paths) of every run folder under ``runs_dir``: planned ones first, in plan order.
 
     Raises:
         NotADirectoryError: when ``runs_dir`` is not a folder.
@@ -405,7 +398,33 @@ def sweep_status(runs_dir: str | os.PathLike[str]) -> list[RunState]:
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise NotADirectoryError(f"{runs_dir}: not a runs folder")
-    return [run_state(runs_dir / name, name) for name in _plan_names(runs_dir)]
+    names: list[str] = []
+    try:
+        plan = json.loads((runs_dir / PLAN_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        plan = None  # no plan (runs started one by one), or one being written
+    if isinstance(plan, dict):
+        names += [r["name"] for r in plan.get("runs", [])]
+    markers = ("summary.json", "config.yaml", RUN_FILE)
+    found = sorted({p.parent for m in markers for p in runs_dir.rglob(m)})
+    for folder in found:
+        if folder == runs_dir or "checkpoints" in folder.relative_to(runs_dir).parts:
+            continue
+        name = folder.relative_to(runs_dir).as_posix()
+        if name not in names:
+            names.append(name)
+    if (runs_dir / "summary.json").is_file() and "." not in names:
+        names.append(".")  # runs_dir is itself a run
+    return names
+
+
+def sweep_status(runs_dir: str | os.PathLike[str]) -> list[RunState]:
+    """The state of every run in ``runs_dir``: the sweep's planned runs first, then any other run folder found.
+
+    Raises:
+        NotADirectoryError: when ``runs_dir`` is not a folder.
+    """
+    return [run_state(Path(runs_dir) / name, name) for name in find_runs(runs_dir)]
 
 
 # -- executing one run -----------------------------------------------------------------------------------
