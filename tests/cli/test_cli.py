@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +52,10 @@ def test_command_table_matches_the_modules() -> None:
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     registered = {action.dest: action.help for action in sub._choices_actions}
     assert registered == {command: help_line for command, (_, help_line) in COMMANDS.items()}
+    # a new command module must be listed there too, or the CLI never imports it
+    package = Path(build_parser.__code__.co_filename).parent
+    modules = {p.stem for p in package.glob("*.py") if not p.stem.startswith("_")}
+    assert modules == {module for module, _ in COMMANDS.values()}
 
 
 def test_top_level_help_starts_without_torch() -> None:

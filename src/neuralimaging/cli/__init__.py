@@ -1,7 +1,7 @@
 """``neuralimaging <command>``: a thin layer that parses arguments, calls the library and prints.
 
-Every module in this package with a ``register(subparsers, common)`` function adds its commands; each
-command sets ``func`` (``args -> exit code``) on its parser. Errors the library raises for bad input
+Every module in this package has a ``register(subparsers, common)`` function that adds its command, and an
+entry in :data:`COMMANDS`; each command sets ``func`` (``args -> exit code``) on its parser. Errors the library raises for bad input
 (:class:`~neuralimaging.errors.NeuralImagingError`, missing files) become one line on stderr and exit code 2.
 
 Only the module of the command being run is imported (:data:`COMMANDS` names them, with their one-line
