@@ -135,3 +135,31 @@ def test_torch_python_isp_equals_the_numpy_one(gamma, photos):
     assert torch.isfinite(x.grad).all()
     with pytest.raises(InputError, match="RGGB stack"):
         develop_rggb_torch(batch[:, :3], torch.from_numpy(matrix))
+
+
+def test_demosaic_from_threads_restores_colour_dtype() -> None:
+    # colour's default float type is process-global: concurrent calls must not leave it at float32
+    import threading
+
+    import colour
+
+    from neuralimaging.acquisition.isp import demosaic
+
+    rng = np.random.default_rng(0)
+    mosaics = [rng.random((32, 48)) for _ in range(6)]
+    serial = [demosaic(m, "RGGB") for m in mosaics]
+    before = colour.constants.DTYPE_FLOAT_DEFAULT
+    results: list[np.ndarray | None] = [None] * len(mosaics)
+
+    def work(i: int) -> None:
+        results[i] = demosaic(mosaics[i], "RGGB")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(mosaics))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert colour.constants.DTYPE_FLOAT_DEFAULT == before
+    for got, want in zip(results, serial):
+        assert got is not None and got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)

@@ -18,6 +18,7 @@ highlights clipped, 16-bit output; LibRaw's default AHD demosaicing (LibRaw has 
 from __future__ import annotations
 
 import os
+import threading
 from typing import Literal
 
 import numpy as np
@@ -91,22 +92,27 @@ def apply_orientation(rgb: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(ops[orientation](rgb))
 
 
+_COLOUR_DTYPE_LOCK = threading.Lock()
+
+
 def demosaic(mosaic: np.ndarray, cfa: str) -> np.ndarray:
     """Menon 2007 (DDFAPD) demosaicing of an ``(H, W)`` mosaic -> ``float32 (3, H, W)`` (not clipped).
 
     colour-demosaicing computes in colour's default float type; it is switched to float32 for the call
-    (2.5x faster; largest deviation from float64 about 2e-7, far below a 16-bit level).
+    (2.5x faster; largest deviation from float64 about 2e-7, far below a 16-bit level) and back after it.
+    That setting is global to the process, so calls from several threads take turns.
     """
     import colour  # here, not at import time: colour loads matplotlib (2-3 s), and most users of this module
     from colour_demosaicing import demosaicing_CFA_Bayer_Menon2007  # never reach the reference demosaicer
 
     pattern = check_cfa(cfa)
-    previous = colour.constants.DTYPE_FLOAT_DEFAULT
-    colour.utilities.set_default_float_dtype(np.float32)
-    try:
-        rgb = demosaicing_CFA_Bayer_Menon2007(np.asarray(mosaic, dtype=np.float32), pattern)
-    finally:
-        colour.utilities.set_default_float_dtype(previous)
+    with _COLOUR_DTYPE_LOCK:
+        previous = colour.constants.DTYPE_FLOAT_DEFAULT
+        colour.utilities.set_default_float_dtype(np.float32)
+        try:
+            rgb = demosaicing_CFA_Bayer_Menon2007(np.asarray(mosaic, dtype=np.float32), pattern)
+        finally:
+            colour.utilities.set_default_float_dtype(previous)
     return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
 
 
