@@ -1,8 +1,9 @@
 """``neuralimaging <command>``: a thin layer that parses arguments, calls the library and prints.
 
 Every module in this package has a ``register(subparsers, common)`` function that adds its command, and an
-entry in :data:`COMMANDS`; each command sets ``func`` (``args -> exit code``) on its parser. Errors the library raises for bad input
-(:class:`~neuralimaging.errors.NeuralImagingError`, missing files) become one line on stderr and exit code 2.
+entry in :data:`COMMANDS`; each command sets ``func`` (``args -> exit code``) on its parser. Errors the
+library raises for bad input (:class:`~neuralimaging.errors.NeuralImagingError`, missing files) become one
+line on stderr and exit code 2.
 
 Only the module of the command being run is imported (:data:`COMMANDS` names them, with their one-line
 help): ``neuralimaging --help`` and ``--version`` start without torch, and a command does not pay for the
@@ -24,7 +25,9 @@ from neuralimaging.errors import NeuralImagingError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "compare-pipelines": ("compare_pipelines", "PSNR/SSIM of the python, libraw and NIP pipelines against the python-ISP target"),
+    "compare-pipelines": (
+        "compare_pipelines", "PSNR/SSIM of the python, libraw and NIP pipelines against the python-ISP target"
+    ),
     "data": ("data", "virtual-camera RAW files and training datasets"),
     "demo": ("demo", "virtual camera -> dataset -> NIP pre-training -> F and F+N runs -> summary and HTML report"),
     "develop": ("develop", "develop RAW files into PNG images with a standard pipeline"),
