@@ -13,6 +13,7 @@ from neuralimaging.acquisition.bayer import (
     from_rggb,
     mosaic_rgb,
     normalize_mosaic,
+    pad_to_rggb,
     to_rggb,
 )
 from neuralimaging.errors import InputError
@@ -54,6 +55,30 @@ def test_crop_gives_an_rggb_mosaic(cfa: str) -> None:
     h, w = cropped.shape
     assert (h, w) == (20 - 2 * dy, 30 - 2 * dx)
     np.testing.assert_array_equal(cropped, mosaic_rgb(rgb[:, dy : dy + h, dx : dx + w], "RGGB"))
+
+
+@pytest.mark.parametrize("cfa", CFA_PATTERNS)
+@pytest.mark.parametrize("size", [(2, 2), (20, 30), (7, 9)])
+def test_pad_gives_an_rggb_mosaic_covering_every_pixel(cfa: str, size: tuple[int, int]) -> None:
+    h0, w0 = size
+    # each site's colour (R 1, G 2, B 3) times a random factor in [1, 1.3): floor() gives the colour back
+    colours = _colours(cfa, h0 + h0 % 2, w0 + w0 % 2)[:h0, :w0]
+    mosaic = colours * np.random.default_rng(3).uniform(1, 1.3, size)
+    padded = pad_to_rggb(mosaic, cfa)
+    dy, dx = cfa_offset(cfa)
+    h, w = padded.shape
+    assert h % 2 == 0 and w % 2 == 0 and 0 <= h - h0 <= 2 and 0 <= w - w0 <= 2
+    np.testing.assert_array_equal(padded[dy : dy + h0, dx : dx + w0], mosaic)  # every pixel, in place
+    np.testing.assert_array_equal(np.floor(padded), _colours("RGGB", h, w))
+    tensor = pad_to_rggb(torch.from_numpy(np.stack([mosaic, 2 * mosaic])), cfa)
+    assert isinstance(tensor, torch.Tensor) and tensor.shape == (2, h, w)
+    np.testing.assert_array_equal(tensor[1].numpy(), 2 * padded)
+
+
+def _colours(cfa: str, h: int, w: int) -> np.ndarray:
+    rgb = np.empty((3, h, w))
+    rgb[0], rgb[1], rgb[2] = 1.0, 2.0, 3.0
+    return mosaic_rgb(rgb, cfa)
 
 
 @pytest.mark.parametrize("cfa", CFA_PATTERNS)

@@ -258,3 +258,23 @@ def test_dnet_batch_norm_equals_torch_batch_norm(channels, channels_last):
     torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(ours.running_var, ref.running_var, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(ours.running_mean, ref.running_mean, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("camera", ["canon-5d2", "nikon-d90", "pentax-k5", "sony-a700"])  # RGGB GBRG BGGR GRBG
+def test_develop_raw_covers_the_sensor_for_every_pattern(camera, small_dngs):
+    """INet (bilinear + the camera matrix + gamma at the start) against the python ISP, pixel for pixel."""
+    from neuralimaging.acquisition import isp
+    from neuralimaging.acquisition.raw import read_raw
+
+    raw = read_raw(small_dngs[camera][0])
+    model = nip.INet(cam_to_srgb=raw.cam_to_srgb)
+    rgb = nip.develop_raw(model, raw, orient=False, tile=64)
+    python = isp.develop(raw, "python", orient=False)
+    assert rgb.shape == python.shape == (3, *raw.mosaic.shape)
+    aligned = np.corrcoef(python[1].ravel(), rgb[1].ravel())[0, 1]
+    for shifted in (np.corrcoef(python[1, 1:].ravel(), rgb[1, :-1].ravel())[0, 1],
+                    np.corrcoef(python[1, :, 1:].ravel(), rgb[1, :, :-1].ravel())[0, 1]):
+        assert aligned > 0.95 and aligned > shifted
+    for a, b in ((python[:, 0], rgb[:, 0]), (python[:, -1], rgb[:, -1]), (python[:, :, 0], rgb[:, :, 0])):
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9  # the edges a cropped stack would lose
+    assert np.array_equal(nip.develop_raw(model, raw, tile=64), isp.apply_orientation(rgb, raw.orientation))

@@ -49,6 +49,23 @@ def test_develop_crops_sensor_aligned(raw_dir, inet_run) -> None:
         assert aligned > 0.95 and aligned > shifted
 
 
+def test_nip_crop_of_the_whole_gbrg_sensor(raw_dir, inet_run) -> None:
+    """The nikon-d90 is GBRG: its RGGB crop loses a row and a column, the mirror-padded stack does not."""
+    raws = cp.find_raws(raw_dir)[:1]
+    [python] = cp.develop_crops(raws, cp.Pipeline("python", "python"), None)
+    [inet] = cp.develop_crops(raws, cp.Pipeline("inet", "nip", inet_run), None)
+    assert python.shape == inet.shape == (3, *SENSOR)
+    aligned = np.corrcoef(python[1].ravel(), inet[1].ravel())[0, 1]
+    shifted = np.corrcoef(python[1, 1:, 1:].ravel(), inet[1, :-1, :-1].ravel())[0, 1]
+    assert aligned > 0.95 and aligned > shifted
+    # the edge rows and columns, which the cropped stack lost, are developed like the others
+    for a, b in ((python[:, 0], inet[:, 0]), (python[:, :, 0], inet[:, :, 0]), (python[:, -1], inet[:, -1])):
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9
+    [central] = cp.develop_crops(raws, cp.Pipeline("inet", "nip", inet_run), CROP)
+    margin = (SENSOR[0] - CROP) // 2
+    np.testing.assert_allclose(inet[:, margin : margin + CROP, margin : margin + CROP], central, atol=1e-6)
+
+
 def test_study_outputs_and_figures(raw_dir, inet_run, tmp_path) -> None:
     out = tmp_path / "study"
     summary = cp.cross_pipeline(

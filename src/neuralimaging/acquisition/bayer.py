@@ -13,6 +13,8 @@ Two operations are kept apart on purpose:
 * :func:`crop_to_rggb` crops one row and/or column at each end of a mosaic so that it starts on a red site:
   the cropped mosaic *is* an RGGB mosaic (two pixels smaller in that direction). :func:`normalize` uses it,
   so that the stacks fed to the neural pipelines are geometrically RGGB whatever the camera.
+  :func:`pad_to_rggb` instead mirrors one row and/or column at each end (each site keeps its colour), for
+  an RGGB mosaic that covers every sensor pixel (``normalize(..., pad=True)``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "mosaic_rgb",
     "normalize",
     "normalize_mosaic",
+    "pad_to_rggb",
     "to_rggb",
 ]
 
@@ -117,6 +120,30 @@ def crop_to_rggb(mosaic: Array, cfa: str) -> Array:
     return mosaic[..., dy : dy + h, dx : dx + w]
 
 
+def pad_to_rggb(mosaic: Array, cfa: str) -> Array:
+    """Mirror-pad a ``(..., H, W)`` mosaic so that it is an RGGB mosaic of even size covering every pixel.
+
+    Where red sits on the second row (column) of the pattern, one row (column) is added before the first by
+    reflection (row -1 takes row 1's values, which have the colour row -1 would have), and one after the last
+    when the size is then odd; for RGGB with even size nothing changes. Sensor pixel ``(y, x)`` is then at
+    ``(y + dy, x + dx)`` with ``(dy, dx) = cfa_offset(cfa)``. The counterpart of :func:`crop_to_rggb`, which
+    drops those rows and columns instead.
+    """
+    dy, dx = cfa_offset(cfa)
+    height, width = mosaic.shape[-2], mosaic.shape[-1]
+    if height < 2 or width < 2:
+        raise InputError(f"mosaic of {height}x{width} is too small for a 2x2 Bayer pattern")
+    bottom, right = (height + dy) % 2, (width + dx) % 2
+    if not (dy or dx or bottom or right):
+        return mosaic
+    if isinstance(mosaic, torch.Tensor):
+        flat = mosaic.reshape(-1, height, width)
+        padded = torch.nn.functional.pad(flat, (dx, right, dy, bottom), mode="reflect")
+        return padded.reshape(*mosaic.shape[:-2], *padded.shape[-2:])
+    widths = [(0, 0)] * (mosaic.ndim - 2) + [(dy, bottom), (dx, right)]
+    return np.pad(mosaic, widths, mode="reflect")
+
+
 def mosaic_rgb(rgb: Array, cfa: str) -> Array:
     """Sample an RGB image with a Bayer CFA.
 
@@ -177,12 +204,15 @@ def normalize_mosaic(
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def normalize(raw: RawImage, *, white_balance: bool = True) -> np.ndarray:
+def normalize(raw: RawImage, *, white_balance: bool = True, pad: bool = False) -> np.ndarray:
     """The canonical NIP input of a RAW file: ``float32 (4, h, w)`` in [0, 1], channels R, G, G, B.
 
     Black/white normalization and as-shot white balance (paper's python ISP steps 1-2) of the mosaic, cropped
     to an RGGB mosaic by :func:`crop_to_rggb` (so ``h = H/2 - 1`` when red is on the second row) and stacked.
+    With ``pad=True`` it is mirror-padded by :func:`pad_to_rggb` instead (``h = H/2 + 1`` then), so a NIP's
+    output covers every sensor pixel: sensor row ``y`` is output row ``y + dy``.
     """
     gains = raw.wb_gains if white_balance else None
     norm = normalize_mosaic(raw.mosaic, raw.cfa, raw.black_level, raw.white_level, gains)
-    return np.ascontiguousarray(to_rggb(crop_to_rggb(norm, raw.cfa), "RGGB"))
+    rggb = pad_to_rggb(norm, raw.cfa) if pad else crop_to_rggb(norm, raw.cfa)
+    return np.ascontiguousarray(to_rggb(rggb, "RGGB"))

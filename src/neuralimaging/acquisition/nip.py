@@ -646,18 +646,22 @@ def develop_raw(
 ) -> np.ndarray:
     """Develop a RAW file (or :class:`~neuralimaging.acquisition.raw.RawImage`) with a NIP, tile by tile.
 
-    The NIP sees the normalized RGGB stack of the file (:func:`~neuralimaging.acquisition.bayer.normalize`;
-    a non-RGGB sensor loses its first row and/or column), so the output is ``(3, 2h, 2w)``, turned upright by
-    the orientation tag when ``orient``.
+    The NIP sees the normalized RGGB stack of the file (:func:`~neuralimaging.acquisition.bayer.normalize`),
+    mirror-padded where the sensor's pattern does not start on red, and its output is cropped back to the
+    sensor: ``(3, H, W)`` pixel for pixel like the python ISP and LibRaw, whatever the CFA pattern, turned
+    upright by the orientation tag when ``orient``.
 
     Returns:
-        ``float32 (3, 2h, 2w)`` in [0, 1] (numpy).
+        ``float32 (3, H, W)`` in [0, 1] (numpy), ``H x W`` the sensor's visible size (swapped by a 90-degree
+        orientation).
     """
-    from neuralimaging.acquisition.bayer import normalize
+    from neuralimaging.acquisition.bayer import cfa_offset, normalize
     from neuralimaging.acquisition.isp import apply_orientation
     from neuralimaging.acquisition.raw import RawImage, read_raw
 
     image = raw if isinstance(raw, RawImage) else read_raw(raw)
-    stack = torch.from_numpy(normalize(image))[None]
+    stack = torch.from_numpy(normalize(image, pad=True))[None]
     rgb = develop_tiled(model, stack, tile=tile, overlap=overlap, device=device)[0].numpy()
+    (dy, dx), (h, w) = cfa_offset(image.cfa), image.mosaic.shape
+    rgb = np.ascontiguousarray(rgb[:, dy : dy + h, dx : dx + w])
     return apply_orientation(rgb, image.orientation) if orient else rgb

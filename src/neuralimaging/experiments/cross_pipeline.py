@@ -118,7 +118,9 @@ def develop_crops(
     """Develop every RAW file with ``pipeline``; sensor-aligned central ``crop`` x ``crop`` float32 (3, c, c).
 
     ``python`` and ``libraw`` develop without orientation (sensor coordinates); a NIP develops the
-    normalized RGGB stack of the crop's region (plus 16 pixels of context) with ``develop_tiled``.
+    normalized RGGB stack of the crop's region (plus 16 pixels of context) with ``develop_tiled``, from the
+    mosaic mirror-padded to RGGB (``bayer.pad_to_rggb``), so any crop up to the sensor's size fits whatever
+    the CFA pattern.
     """
     import torch
 
@@ -142,16 +144,15 @@ def develop_crops(
             out.append(np.ascontiguousarray(rgb[:, top : top + side, left : left + side]))
             continue
         dy, dx = bayer.cfa_offset(raw.cfa)
-        stack = bayer.normalize(raw)  # RGGB stack of the mosaic shifted by (dy, dx)
+        # RGGB stack of the mosaic mirror-padded by (dy, dx): it covers every sensor pixel, (y, x) at (y + dy, x + dx)
+        stack = bayer.normalize(raw, pad=True)
         margin = 16
-        y0, x0 = (top - dy) // 2, (left - dx) // 2  # stack pixel holding output pixel (top - dy, left - dx)
+        y0, x0 = (top + dy) // 2, (left + dx) // 2  # stack pixel holding the crop's first output pixel
         sy0, sx0 = max(0, y0 - margin), max(0, x0 - margin)
         sy1, sx1 = min(stack.shape[1], y0 + side // 2 + margin + 1), min(stack.shape[2], x0 + side // 2 + margin + 1)
         part = torch.from_numpy(np.ascontiguousarray(stack[:, sy0:sy1, sx0:sx1]))[None]
         rgb = develop_tiled(model, part, device=device)[0].numpy()
-        oy, ox = top - dy - 2 * sy0, left - dx - 2 * sx0
-        if oy < 0 or ox < 0 or oy + side > rgb.shape[1] or ox + side > rgb.shape[2]:
-            raise InputError(f"{path}: crop {side} does not fit the NIP output of the RGGB-cropped sensor; use a smaller --crop")
+        oy, ox = top + dy - 2 * sy0, left + dx - 2 * sx0
         out.append(np.ascontiguousarray(rgb[:, oy : oy + side, ox : ox + side], dtype=np.float32))
     return out
 
