@@ -144,7 +144,7 @@ def develop_crops(
             out.append(np.ascontiguousarray(rgb[:, top : top + side, left : left + side]))
             continue
         dy, dx = bayer.cfa_offset(raw.cfa)
-        # RGGB stack of the mosaic mirror-padded by (dy, dx): it covers every sensor pixel, (y, x) at (y + dy, x + dx)
+        # RGGB stack of the mirror-padded mosaic: it covers every sensor pixel, (y, x) at (y + dy, x + dx)
         stack = bayer.normalize(raw, pad=True)
         margin = 16
         y0, x0 = (top + dy) // 2, (left + dx) // 2  # stack pixel holding the crop's first output pixel

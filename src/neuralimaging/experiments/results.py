@@ -21,7 +21,7 @@ import yaml
 
 from neuralimaging import yamlio
 from neuralimaging.errors import InputError
-from neuralimaging.experiments.sweep import MODES, RUN_FILE, TASKS, find_runs, run_state
+from neuralimaging.experiments.sweep import MODES, RUN_FILE, TASKS, _read_json, find_runs, run_state
 
 __all__ = ["AXIS_ORDER", "METRICS", "aggregate", "collect", "find_runs", "paper_table", "save_table"]
 
@@ -34,13 +34,6 @@ METRICS = ("accuracy", "psnr", "ssim")
 _ID_COLUMNS = ("run", "stage", "task", "state")
 _TASK_NAMES = {path: name for name, path in TASKS.items()}
 _TRAIN_TO_MODE = {train: mode for mode, (train, _) in MODES.items()}
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:

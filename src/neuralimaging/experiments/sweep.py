@@ -389,6 +389,14 @@ def run_state(run_dir: str | os.PathLike[str], name: str | None = None) -> RunSt
     return RunState(name, "pending", resumable)
 
 
+def _read_json(path: Path) -> Any:
+    """The JSON in ``path``, or None when it is missing, unreadable or not (yet) valid JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def find_runs(runs_dir: str | os.PathLike[str]) -> list[str]:
     """Names (relative paths) of every run folder under ``runs_dir``: planned ones first, in plan order.
 
@@ -399,10 +407,7 @@ def find_runs(runs_dir: str | os.PathLike[str]) -> list[str]:
     if not runs_dir.is_dir():
         raise NotADirectoryError(f"{runs_dir}: not a runs folder")
     names: list[str] = []
-    try:
-        plan = json.loads((runs_dir / PLAN_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        plan = None  # no plan (runs started one by one), or one being written
+    plan = _read_json(runs_dir / PLAN_FILE)  # None: no plan (runs started one by one), or one being written
     if isinstance(plan, dict):
         names += [r["name"] for r in plan.get("runs", [])]
     markers = ("summary.json", "config.yaml", RUN_FILE)
