@@ -14,11 +14,16 @@ from neuralimaging.acquisition.raw import read_raw
 from neuralimaging.acquisition.virtual_camera import (
     CAMERAS,
     SIDECAR,
-    _fit_to_sensor,
+    _frame,
+    apply_optics,
     flat_field_scene,
     get_camera,
+    inverse_tone_curve,
     noise_profile,
+    optics_mtf,
     parse_size,
+    shot_size,
+    shots_megapixels,
     synthesize,
     synthesize_flat_fields,
     unprocess,
@@ -38,6 +43,8 @@ def test_profiles_differ_and_cover_every_pattern() -> None:
     for p in profiles:
         assert 0.25 <= p.megapixels <= 0.5
         np.testing.assert_allclose(p.cam_to_srgb.sum(axis=1), 1.0, atol=1e-9)
+        assert 0.3 <= p.psf_sigma <= 1.0 and p.olpf == 1.0  # every built-in body has a lens and an OLPF
+        assert 1e-5 <= p.shot_noise[0] < p.shot_noise[1] <= 4 * p.shot_noise[0] * 1.0001  # base to 4x base ISO
 
 
 @pytest.mark.parametrize("name", list(CAMERAS))
@@ -77,15 +84,16 @@ def test_shots_carry_the_prnu() -> None:
 def test_python_isp_inverts_unprocessing(tmp_path: Path, photos, name: str) -> None:
     """Without noise and PRNU, developing the DNG gives back the photo (up to exposure and demosaicing)."""
     camera = get_camera(name).with_size("192x288")
-    quiet = type(camera)(**{**camera.__dict__, "shot_noise": (1e-12, 1e-12), "prnu_sigma": 0.0})
+    quiet = type(camera)(**{**camera.__dict__, "shot_noise": (1e-12, 1e-12), "prnu_sigma": 0.0, "psf_sigma": 0.0,
+                            "olpf": 0.0})
     rng = np.random.default_rng(5)
-    rgb, _ = _fit_to_sensor(photos[0], quiet.size, rng)
+    rgb, _ = _frame(photos[0], quiet.size, rng, exact=True)
     mosaic, info = unprocess(rgb, quiet, rng)
     path = write_dng(tmp_path / "shot.dng", mosaic, cfa=quiet.cfa, black_level=quiet.black_level,
                      white_level=quiet.white_level, as_shot_neutral=[1 / g for g in info["wb_gains"]],
                      xyz_to_cam=quiet.xyz_to_cam)
     developed = develop(path, "python")
-    expected = np.clip(rgb * info["exposure"] ** (1 / 2.2), 0, 1)
+    expected = np.clip(inverse_tone_curve(rgb) * info["exposure"] ** (1 / 2.2), 0, 1)
     inner = (slice(None), slice(4, -4), slice(4, -4))
     mse = np.mean((developed[inner] - expected[inner]) ** 2)
     assert 10 * np.log10(1 / mse) > 30.0
@@ -240,3 +248,63 @@ def test_flat_field_shots(tmp_path: Path) -> None:
         synthesize_flat_fields("nikon-d90", tmp_path / "none", 0)
     with pytest.raises(InputError, match="iso"):
         synthesize_flat_fields("nikon-d90", tmp_path / "none", 1, iso="high")
+
+
+def test_inverse_tone_curve_inverts_smoothstep() -> None:
+    x = np.linspace(0.0, 1.0, 1001)
+    np.testing.assert_allclose(inverse_tone_curve(3 * x**2 - 2 * x**3), x, atol=1e-7)
+    assert inverse_tone_curve(np.array([0.05]))[0] > 0.1  # a rendered photo's deep shadows are lifted
+
+
+def test_optics_mtf_and_blur() -> None:
+    mtf = optics_mtf((64, 96), 0.6, 1.0)
+    assert mtf.shape == (64, 49) and mtf[0, 0] == 1.0
+    assert abs(mtf[32, 0]) < 1e-12 and abs(mtf[0, 48]) < 1e-12  # the OLPF's zero at the Nyquist frequency
+    # the lens alone is a Gaussian blur: scipy's sampled kernel, up to the Gaussian's spectrum beyond the
+    # Nyquist frequency (exp(-2 pi^2 sigma^2 / 4) = 1.5e-5 at sigma 1.5), away from the mirrored edges
+    from scipy.ndimage import gaussian_filter
+
+    image = np.random.default_rng(0).uniform(0, 1, (2, 40, 56))
+    blurred = apply_optics(image, 1.5, 0.0)
+    reference = np.stack([gaussian_filter(plane, 1.5, mode="mirror", truncate=8.0) for plane in image])
+    np.testing.assert_allclose(blurred[:, 10:-10, 10:-10], reference[:, 10:-10, 10:-10], atol=2e-5)
+    assert blurred.mean() == pytest.approx(image.mean(), abs=1e-3)
+    # the OLPF alone averages four spots half a pixel off: on a Nyquist-frequency grating it leaves nothing
+    grating = np.tile(np.array([0.2, 0.8]), (16, 16))
+    assert np.abs(apply_optics(grating, 0.0, 1.0) - 0.5)[4:-4, 4:-4].max() < 1e-9
+    assert apply_optics(image, 0.0, 0.0) is image
+
+
+def test_shots_are_never_upscaled(tmp_path: Path, photo_paths, photos) -> None:
+    """Every shot is a crop of its photo at the photo's own pitch, as large as the photo and sensor allow."""
+    camera = get_camera("nikon-d90")
+    assert shot_size((300, 451), camera.size) == ((300, 450), False)
+    assert shot_size((600, 512), camera.size) == ((512, 600), True)  # portrait: turned as a camera held upright
+    assert shot_size((2000, 3000), camera.size) == (camera.size, False)
+    picks = [1, 8]  # chelsea (smaller than the sensor) and grace_hopper (portrait)
+    paths = synthesize([photo_paths[i] for i in picks], camera, tmp_path, shots_per_photo=1, seed=0)
+    shots = json.loads((tmp_path / SIDECAR).read_text())["shots"]
+    for path, index in zip(paths, picks):
+        raw = read_raw(path)
+        expected, rotated = shot_size(photos[index].shape[:2], camera.size)
+        assert raw.mosaic.shape == expected and shots[path.name]["rotated"] == rotated
+        assert shots[path.name]["scene"] == photo_paths[index].stem
+    assert shots_megapixels(tmp_path, paths) == pytest.approx(sum(read_raw(p).mosaic.size for p in paths) / 1e6)
+    # a sensor size the photo cannot fill is refused, not met by upscaling
+    failed: list[str] = []
+    assert synthesize(photo_paths[1:2], camera, tmp_path / "big", size=(512, 768),
+                      on_error=lambda photo, reason: failed.append(reason)) == []
+    assert failed and "never upscales" in failed[0]
+    # shots are the photo's pixels: without optics, noise, PRNU and colour changes, a frame is a crop
+    frame, info = _frame(photos[1], (64, 96), np.random.default_rng(3), exact=True)
+    top, left, height, width = info["crop"]
+    crop = photos[1][top : top + height, left : left + width].astype(np.float32) / 255
+    expected = crop[:, ::-1] if info["flip"] else crop
+    np.testing.assert_array_equal(frame, expected.transpose(2, 0, 1))
+
+
+def test_stereo_pair_is_one_scene(photo_paths) -> None:
+    from neuralimaging.data.photos import scene_of
+
+    assert scene_of("motorcycle_left.png") == scene_of("motorcycle_right.png") == "motorcycle"
+    assert scene_of("left.png") == "left" and scene_of("china.jpg") == "china"

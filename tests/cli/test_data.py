@@ -24,7 +24,7 @@ def test_synth_then_prepare(tmp_path: Path, photo_paths, capsys) -> None:
     assert code == 0
     files = sorted(raw.glob("*.dng"))
     assert len(files) == 6 and read_raw(files[0]).mosaic.shape == (48, 64)
-    assert "6 DNG files of 48x64" in capsys.readouterr().out
+    assert "6 DNG files (0.02 MP)" in capsys.readouterr().out
 
     (raw / "zz_broken.dng").write_bytes(files[0].read_bytes()[:500])
     out = tmp_path / "prepared"
@@ -34,7 +34,7 @@ def test_synth_then_prepare(tmp_path: Path, photo_paths, capsys) -> None:
     assert code == 1  # one broken file, reported, the rest prepared
     assert "zz_broken.dng" in captured.err and "6 prepared" in captured.out
     data = Dataset.load(out)
-    assert data.camera == "canon-5d2" and len(data.train) + len(data.val) == 6
+    assert data.camera == "canon-5d2" and len(data.samples) == 6 and data.train and data.val
     assert json.loads((out / "dataset.json").read_text())["failed"]
     (raw / "zz_broken.dng").unlink()
     assert main(["data", "prepare", "--raw-dir", str(raw), "--camera", "canon-5d2", "--out", str(out)]) == 0

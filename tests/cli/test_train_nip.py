@@ -16,7 +16,7 @@ from neuralimaging.experiments.train_nip import load_nip
 from neuralimaging.io import load_image
 
 SMALL = ["--batch", "4", "--patch", "16", "--set", "max_epochs=8", "--set", "val_every=4",
-         "--set", "val_patches=4", "--set", "val_patch=16", "--no-progress"]
+         "--set", "val_images=2", "--no-progress"]
 
 
 @pytest.fixture(scope="module")

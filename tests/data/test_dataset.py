@@ -34,14 +34,16 @@ def test_prepare_writes_stacks_targets_and_split(tmp_path: Path, raw_dir: Path) 
     assert report.total == 12 and len(report.prepared) == 10 and not report.skipped
     assert sorted(name for name, _ in report.failed) == ["broken.dng", "notes.nef"]
     assert all("\n" not in reason and reason.startswith(str(raw_dir)) for _, reason in report.failed)
-    assert (report.train, report.val) == (8, 2)
+    assert (report.train, report.val, report.test) == (6, 2, 2)
 
     data = Dataset.load(out)
     assert data.camera == "nikon-d90"
-    assert len(data.train) == 8 and len(data.val) == 2
-    # shots of one photo stay on one side of the split
-    val_photos = {s.meta["shot"]["photo"] for s in data.val}
-    assert len(val_photos) == 1 and not val_photos & {s.meta["shot"]["photo"] for s in data.train}
+    assert (len(data.train), len(data.val), len(data.test)) == (6, 2, 2)
+    assert data.split("test") == data.test and data.samples == data.train + data.val + data.test
+    # shots of one scene stay on one side of the split
+    scenes = {name: {s.meta["shot"]["scene"] for s in getattr(data, name)} for name in ("train", "val", "test")}
+    assert len(scenes["val"]) == len(scenes["test"]) == 1
+    assert not (scenes["train"] & scenes["val"] or scenes["train"] & scenes["test"] or scenes["val"] & scenes["test"])
     sample = data.train[0]
     raw = read_raw(sample.meta["source"])
     expected_stack = normalize(raw)
@@ -82,11 +84,24 @@ def test_16_bit_targets_and_uint16_stacks(tmp_path: Path, raw_dir: Path) -> None
 
 def test_split_is_deterministic_and_proportional() -> None:
     metas = {f"img{i:03d}": {"shot": {}} for i in range(150)}
-    train, val = _split(metas, 0.2, seed=0)
-    assert (len(train), len(val)) == (120, 30)  # the paper's 120/30
-    assert _split(metas, 0.2, seed=0) == (train, val)
-    assert _split(metas, 0.2, seed=1)[1] != val
-    assert not set(train) & set(val)
+    train, val, test = _split(metas, 0.2, 0.0, seed=0)
+    assert (len(train), len(val), len(test)) == (120, 30, 0)  # the paper's 120/30
+    assert _split(metas, 0.2, 0.0, seed=0) == (train, val, test)
+    assert _split(metas, 0.2, 0.0, seed=1)[1] != val
+    train, val, test = _split(metas, 0.15, 0.2, seed=0)
+    assert (len(train), len(val), len(test)) == (98, 22, 30)
+    assert not (set(train) & set(val) or set(train) & set(test) or set(val) & set(test))
+
+
+def test_split_keeps_scenes_together() -> None:
+    """Shots of one scene (a stereo pair's two photos included) never straddle two splits."""
+    metas = {f"{scene}_{k}": {"shot": {"scene": scene, "photo": f"{scene}_{k % 2}.png"}}
+             for scene in "abcdefgh" for k in range(4)}
+    train, val, test = _split(metas, 0.15, 0.2, seed=0)
+    assert (len(train), len(val), len(test)) == (20, 4, 8)
+    side = {name: split for split, names in (("train", train), ("val", val), ("test", test)) for name in names}
+    for scene in "abcdefgh":
+        assert len({side[f"{scene}_{k}"] for k in range(4)}) == 1
 
 
 def test_bad_inputs(tmp_path: Path, raw_dir: Path) -> None:

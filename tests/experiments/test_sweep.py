@@ -21,7 +21,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sweeps"
 
 # A NIP pre-training that takes a second or two on one core (helper C's quick preset, shrunk).
 TINY_NIP = {
-    "preset": "quick", "nip": "inet", "batch": 2, "patch": 16, "val_patch": 16, "val_patches": 4,
+    "preset": "quick", "nip": "inet", "batch": 2, "patch": 16, "val_images": 2,
     "steps_per_epoch": 1, "max_epochs": 4, "val_every": 2, "lr": 1e-3, "lr_schedule": "constant",
     "max_time_s": None,
 }

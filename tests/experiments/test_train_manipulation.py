@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from neuralimaging.data.dataset import Dataset
 from neuralimaging.data.patches import sample_patches
 from neuralimaging.errors import InputError
+from neuralimaging.experiments.fidelity import nip_fidelity
 from neuralimaging.experiments.rundir import RunDir, config_hash
 from neuralimaging.experiments.train_manipulation import (
     LATER_DEFAULTS,
@@ -25,6 +26,10 @@ from neuralimaging.experiments.train_manipulation import (
 )
 from neuralimaging.experiments.train_nip import load_nip
 from neuralimaging.experiments.workflow import PIXEL_SCALE, ResidualNIP, build_workflow, manipulate, resolve_precision
+
+
+def summary_data(run_dir) -> str:
+    return RunDir(run_dir).read_config()["data"]
 
 
 def tiny_config(data, nip_run, **overrides) -> dict:
@@ -235,15 +240,22 @@ class TestEvaluate:
     def test_runs_with_real_codec_and_other_qualities(self, joint_run, codec: str, quality) -> None:
         out, summary = joint_run
         result = evaluate(out, codec=codec, quality=quality)
-        assert result["codec"] == codec
+        assert result["codec"] == codec and result["split"] == "test"
         assert result["quality"] == (50 if quality is None else quality)
         assert np.array(result["confusion"]).sum() == result["n"] == summary["n_validation"]
         assert 0.0 <= result["accuracy"] <= 1.0
-        assert result["psnr"] == pytest.approx(summary["psnr"], abs=1e-3)
+        assert result["images"] == 2 and result["fidelity"].endswith("test split, 2 images")
+        # the same NIP, measured on the test split's whole images
+        nip = load_joint_nip(out)
+        test = Dataset.load(summary_data(out)).test
+        assert result["psnr"] == pytest.approx(nip_fidelity(nip, test)["psnr"], abs=1e-4)
 
-    def test_differentiable_codec_reproduces_training_validation(self, joint_run) -> None:
+    def test_differentiable_codec_on_validation_reproduces_training_validation(self, joint_run) -> None:
         out, summary = joint_run
-        assert evaluate(out, codec="differentiable")["confusion"] == summary["confusion"]
+        again = evaluate(out, codec="differentiable", split="val")
+        assert again["confusion"] == summary["confusion"]
+        assert again["psnr"] == pytest.approx(summary["psnr"], abs=1e-4)
+        assert again["ssim"] == pytest.approx(summary["ssim"], abs=1e-5)
 
     @pytest.mark.parametrize("kwargs, match", [({"codec": "png"}, "codec"), ({"quality": 0}, "quality")])
     def test_bad_arguments(self, joint_run, kwargs: dict, match: str) -> None:

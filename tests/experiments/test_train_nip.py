@@ -11,12 +11,13 @@ import torch
 
 from neuralimaging.acquisition import nip
 from neuralimaging.data.dataset import Dataset
-from neuralimaging.data.patches import validation_patches
+from neuralimaging.experiments.fidelity import fidelity_images
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.metrics import psnr, ssim
 from neuralimaging.experiments.rundir import RunDir
 from neuralimaging.experiments.train_nip import (
     PRESETS,
+    export_nip,
     load_nip,
     make_config,
     nip_loss,
@@ -56,9 +57,9 @@ def test_tiny_run_lowers_the_loss_and_writes_the_run_dir(tiny_nip_run, tiny_data
     # the saved model reproduces the logged validation figures
     model = load_nip(tiny_nip_run)
     assert not model.training
-    val = validation_patches(Dataset.load(tiny_dataset).val, tiny_nip_config["val_patches"], 16, 0)
-    again = validate(model, *val)
+    again = validate(model, fidelity_images(Dataset.load(tiny_dataset).val, tiny_nip_config["val_images"]))
     assert again["psnr"] == pytest.approx(summary["psnr"], abs=1e-4)
+    assert summary["fidelity"].startswith("whole developed images, 8-pixel border excluded")
 
 
 @pytest.mark.parametrize(("name", "options"), [("inet", {}), ("dnet", {"width": 8, "depth": 3}),
@@ -209,3 +210,33 @@ def test_tensorboard_event_logs(tiny_nip_run):
     recorded = {r["step"]: r["psnr"] for r in RunDir(tiny_nip_run).read_metrics() if r["step"] in logged}
     assert logged and set(logged) == set(recorded)
     assert all(abs(logged[s] - recorded[s]) < 1e-4 for s in logged)
+
+
+def test_export_then_start_from_the_exported_weights(tmp_path, tiny_nip_run, tiny_dataset, tiny_nip_config):
+    """A finished run exports its NIP with provenance; a run with ``init`` and no epochs measures exactly it."""
+    out = export_nip(tiny_nip_run, tmp_path / "tiny-inet", recreate="pytest")
+    assert out.suffix == ".safetensors"
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["nip"] == "inet" and record["recreate"] == "pytest" and record["config"]["max_epochs"] == 30
+    assert len(record["dataset"]["train"]) == 6 and record["dataset"]["val"] and record["dataset"]["test"]
+    summary = train_nip({**tiny_nip_config, "data": str(tiny_dataset), "init": str(out), "max_epochs": 0},
+                        tmp_path / "measured", device="cpu", progress=False)
+    assert summary["steps"] == 0 and summary["psnr"] == pytest.approx(RunDir(tiny_nip_run).read_summary()["psnr"])
+    for key, value in load_nip(tiny_nip_run).state_dict().items():
+        torch.testing.assert_close(load_nip(tmp_path / "measured").state_dict()[key], value, rtol=0, atol=0)
+    with pytest.raises(InputError, match="do not fit this NIP"):
+        train_nip({**tiny_nip_config, "data": str(tiny_dataset), "init": str(out), "nip": "dnet"},
+                  tmp_path / "wrong", device="cpu", progress=False)
+    with pytest.raises(InputError, match="no such weights file"):
+        train_nip({**tiny_nip_config, "data": str(tiny_dataset), "init": str(tmp_path / "none.safetensors")},
+                  tmp_path / "none", device="cpu", progress=False)
+    with pytest.raises(InputError, match="no pre-trained NIP named 'nothing'"):
+        train_nip({**tiny_nip_config, "data": str(tiny_dataset), "init": "pretrained:nothing"},
+                  tmp_path / "nothing", device="cpu", progress=False)
+    with pytest.raises(InputError, match="has not finished"):
+        export_nip(tmp_path / "wrong", tmp_path / "x")
+
+
+def test_unknown_config_keys_are_refused(tiny_dataset):
+    with pytest.raises(InputError, match="unknown config keys: val_patches"):
+        make_config({"data": str(tiny_dataset), "val_patches": 8})

@@ -19,7 +19,6 @@ from neuralimaging.experiments.workflow import (
     Workflow,
     WorkflowOutput,
     build_workflow,
-    lambda_for_distortion,
     manipulate,
     native_bf16,
     nip_mse,
@@ -110,18 +109,6 @@ class TestLoss:
     def test_shape_mismatch(self) -> None:
         with pytest.raises(InputError, match="differ in shape"):
             nip_mse(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 4, 4))
-
-
-class TestLambdaForDistortion:
-    def test_fidelity_term_equals_share_of_chance_ce(self) -> None:
-        # The returned lambda times the MSE of a NIP at that PSNR is `share` x ln(C).
-        for psnr in (23.0, 35.0, 42.5):
-            lam = lambda_for_distortion(psnr, share=0.25)
-            mse = 255.0**2 / 10 ** (psnr / 10)
-            assert lam * mse == pytest.approx(0.25 * math.log(5))
-
-    def test_ten_db_means_ten_times_lambda(self) -> None:
-        assert lambda_for_distortion(45.0) / lambda_for_distortion(35.0) == pytest.approx(10.0)
 
 
 class TestResidualNIP:

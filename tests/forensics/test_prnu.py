@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -383,7 +384,10 @@ class TestRawDomain:
             "k_a": CAMERAS["nikon-d90"].with_size(size).prnu(),
             "k_b": CAMERAS["canon-5d2"].with_size(size).prnu(),
             "flat": synthesize_flat_fields("nikon-d90", root / "flat", 12, size=size),
-            "flat_random_iso": synthesize_flat_fields("nikon-d90", root / "flat-r", 12, size=size, iso="random"),
+            # ISO 200 to 12800: the same sensor (K) over a wider range of gains than the profile's daylight range
+            "flat_random_iso": synthesize_flat_fields(
+                dataclasses.replace(CAMERAS["nikon-d90"], shot_noise=(4e-5, 2.56e-3)), root / "flat-r", 12,
+                size=size, iso="random"),
             "photos_a": synthesize("default", "nikon-d90", root / "a", shots_per_photo=1, size=size)[:5],
             "photos_b": synthesize("default", "canon-5d2", root / "b", shots_per_photo=1, seed=1, size=size)[:5],
         }

@@ -1,20 +1,29 @@
 """Virtual cameras: ordinary RGB photos unprocessed into realistic Bayer RAW files (DNG).
 
 Unprocessing follows Brooks et al. 2019, "Unprocessing Images for Learned Raw Denoising" (CVPR), run in
-reverse order of the paper's python ISP (:mod:`neuralimaging.acquisition.isp`):
+reverse order of the paper's python ISP (:mod:`neuralimaging.acquisition.isp`), with the camera's optics
+added in front of the sensor:
 
-1. crop / rescale / flip the photo to the sensor size (random per shot), sRGB values in [0, 1];
-2. inverse gamma ``x ** 2.2`` (the python ISP's default curve) and a random exposure factor;
-3. inverse colour matrix: linear sRGB -> camera RGB with ``inv(cam_to_srgb)`` of the profile's real
+1. frame the photo on the sensor at its own pixel pitch: a random crop (and horizontal flip) of at most the
+   sensor's size, turned to landscape when that keeps more of it; a photo is never resampled, so no
+   interpolation traces enter the RAW data (the sensor pixel is the photo pixel);
+2. inverse tone curve (Brooks et al.'s inverse smoothstep, :func:`inverse_tone_curve`: a rendered photo's
+   S-curve deepened its shadows), inverse gamma ``x ** 2.2`` (the python ISP's default curve) and a random
+   exposure factor;
+3. optics, in linear light at the sensor's pitch: a Gaussian lens blur of ``psf_sigma`` pixels and a
+   four-spot birefringent optical low-pass filter whose spots lie ``olpf`` pixels apart
+   (:func:`optics_mtf`);
+4. inverse colour matrix: linear sRGB -> camera RGB with ``inv(cam_to_srgb)`` of the profile's real
    XYZ->camera matrix (so the python ISP maps it back);
-4. inverse white balance with random per-shot gains, highlight-preserving (Brooks' ``safe_invert_gains``);
-5. mosaic with the profile's CFA;
-6. photo-response non-uniformity: the signal is multiplied by ``1 + K`` with the sensor's fixed PRNU factor K
-   (:meth:`CameraProfile.prnu`, zero-mean Gaussian, the ground truth for the PRNU experiments);
-7. Poisson-Gaussian noise, variance ``shot * x + read`` with ``log(read) = 2.18 log(shot) + 1.20 + N(0, 0.26)``
+5. inverse white balance with random per-shot gains, highlight-preserving (Brooks' ``safe_invert_gains``);
+6. mosaic with the profile's CFA;
+7. photo-response non-uniformity: the signal is multiplied by ``1 + K`` with the sensor's fixed PRNU factor K
+   (:meth:`CameraProfile.prnu`, zero-mean Gaussian, the ground truth for the PRNU experiments; a shot smaller
+   than the sensor sees its top-left window);
+8. Poisson-Gaussian noise, variance ``shot * x + read`` with ``log(read) = 2.18 log(shot) + 1.20 + N(0, 0.26)``
    (Brooks et al., Sec. 3.1) and ``shot`` log-uniform in the profile's range (``iso="random"``) or its lowest
    value (``iso="base"``, the camera's base ISO);
-8. black level, white level, quantization to the profile's bit depth, written as an uncompressed DNG with the
+9. black level, white level, quantization to the profile's bit depth, written as an uncompressed DNG with the
    DNG ``NoiseProfile`` tag a calibrated camera writes: ``(shot, exp(2.18 log(shot) + 1.20))``, the noise model
    at the shot's ISO without the per-shot deviation of the read noise.
 
@@ -24,7 +33,8 @@ Lukas-Fridrich-Goljan protocol prescribes for estimating a PRNU fingerprint) at 
 The colour matrices are the XYZ->camera matrices of LibRaw's ``adobe_coeff`` table (LibRaw 0.22
 ``src/tables/colordata.cpp``, the same values as dcraw's ``adobe_coeff``; divided by 10000), read through rawpy.
 The CFA pattern of each profile is chosen so that the four built-in profiles cover the four Bayer patterns
-(the Nikon D90 really is GBRG, as in the paper).
+(the Nikon D90 really is GBRG, as in the paper). Where the optics and noise figures come from, and how they
+were calibrated against the paper's NIP fidelity, is in ``docs/virtual-camera.md``.
 """
 
 from __future__ import annotations
@@ -38,13 +48,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import scipy.fft
 import tifffile
-import torch
-import torch.nn.functional as F
 
 from neuralimaging.acquisition.bayer import check_cfa, mosaic_rgb
 from neuralimaging.acquisition.raw import cam_to_srgb_from_xyz
-from neuralimaging.data.photos import find_photos, load_photo
+from neuralimaging.data.photos import find_photos, load_photo, scene_of
 from neuralimaging.errors import InputError
 
 __all__ = [
@@ -55,8 +64,13 @@ __all__ = [
     "CameraProfile",
     "flat_field_scene",
     "get_camera",
+    "inverse_tone_curve",
     "noise_profile",
     "parse_size",
+    "shot_size",
+    "shots_megapixels",
+    "optics_mtf",
+    "apply_optics",
     "synthesize",
     "synthesize_flat_fields",
     "unprocess",
@@ -97,9 +111,12 @@ class CameraProfile:
         prnu_sigma: standard deviation of the PRNU factor K.
         prnu_seed: seed of K (fixed per camera).
         shot_noise: range ``(low, high)`` of the shot-noise parameter (variance per unit signal, normalized
-            units), sampled log-uniformly per shot.
+            units: 1 / full-well electrons at base ISO), sampled log-uniformly per shot; the built-in profiles
+            span base ISO to 4x base, daylight shooting.
         red_gain: range of the as-shot red white-balance gain.
         blue_gain: range of the as-shot blue white-balance gain.
+        psf_sigma: standard deviation of the lens's Gaussian point-spread function, in pixels (0: none).
+        olpf: distance between the four spots of the optical low-pass filter, in pixels (0: no filter).
     """
 
     name: str
@@ -116,9 +133,15 @@ class CameraProfile:
     shot_noise: tuple[float, float]
     red_gain: tuple[float, float] = (1.9, 2.4)
     blue_gain: tuple[float, float] = (1.5, 1.9)
+    psf_sigma: float = 0.0
+    olpf: float = 0.0
 
     def __post_init__(self) -> None:
         check_cfa(self.cfa)
+        if not 0.0 <= self.psf_sigma <= 8.0:
+            raise InputError(f"camera {self.name}: psf_sigma must be in [0, 8] pixels, got {self.psf_sigma}")
+        if not 0.0 <= self.olpf <= 1.0:
+            raise InputError(f"camera {self.name}: olpf must be in [0, 1] pixels, got {self.olpf}")
         height, width = self.size
         if height % 2 or width % 2 or height < 16 or width < 16:
             raise InputError(f"camera {self.name}: sensor size must be even and >= 16, got {height}x{width}")
@@ -174,10 +197,12 @@ CAMERAS: dict[str, CameraProfile] = {
             bits=12,
             black_level=0,
             white_level=3880,
-            size=(432, 648),
+            size=(512, 768),
             prnu_sigma=0.015,
             prnu_seed=90,
-            shot_noise=(1e-4, 4e-3),
+            shot_noise=(4e-5, 1.6e-4),
+            psf_sigma=0.6,
+            olpf=1.0,
         ),
         _profile(
             name="canon-5d2",
@@ -188,12 +213,14 @@ CAMERAS: dict[str, CameraProfile] = {
             bits=14,
             black_level=1024,
             white_level=15600,
-            size=(448, 672),
+            size=(528, 792),
             prnu_sigma=0.010,
             prnu_seed=5002,
-            shot_noise=(5e-5, 2e-3),
+            shot_noise=(1.7e-5, 6.8e-5),
             red_gain=(1.8, 2.3),
             blue_gain=(1.3, 1.7),
+            psf_sigma=0.55,
+            olpf=1.0,
         ),
         _profile(
             name="pentax-k5",
@@ -204,12 +231,14 @@ CAMERAS: dict[str, CameraProfile] = {
             bits=14,
             black_level=512,
             white_level=16383,
-            size=(464, 696),
+            size=(496, 744),
             prnu_sigma=0.012,
             prnu_seed=505,
-            shot_noise=(1e-4, 3e-3),
+            shot_noise=(2.5e-5, 1e-4),
             red_gain=(1.6, 2.1),
             blue_gain=(1.3, 1.7),
+            psf_sigma=0.7,
+            olpf=1.0,
         ),
         _profile(
             name="sony-a700",
@@ -220,12 +249,14 @@ CAMERAS: dict[str, CameraProfile] = {
             bits=12,
             black_level=128,
             white_level=4095,
-            size=(416, 624),
+            size=(480, 720),
             prnu_sigma=0.020,
             prnu_seed=700,
-            shot_noise=(2e-4, 8e-3),
+            shot_noise=(4.5e-5, 1.8e-4),
             red_gain=(2.0, 2.6),
             blue_gain=(1.4, 1.8),
+            psf_sigma=0.6,
+            olpf=1.0,
         ),
     )
 }
@@ -339,28 +370,90 @@ def write_dng(
     return path
 
 
-def _fit_to_sensor(photo: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """Random crop (aspect of the sensor, 70-100% of the largest), resize, random horizontal flip.
+def optics_mtf(shape: tuple[int, int], psf_sigma: float, olpf: float) -> np.ndarray:
+    """Modulation transfer function of the camera's optics on an ``(H, W)`` pixel grid (``rfft2`` layout).
 
-    Returns ``float32 (3, H, W)`` in [0, 1] and what was done.
+    The lens is a Gaussian point-spread function of standard deviation ``psf_sigma`` pixels, MTF
+    ``exp(-2 pi^2 sigma^2 (fx^2 + fy^2))``; the optical low-pass filter splits each ray into four spots at
+    ``(+-d/2, +-d/2)`` pixels, MTF ``cos(pi d fx) cos(pi d fy)`` (zero at ``1 / (2d)`` cycles per pixel: at the
+    Nyquist frequency for the classic ``d = 1``). Frequencies ``fx, fy`` in cycles per pixel.
+
+    Returns:
+        ``float64 (H, W // 2 + 1)``, 1 at zero frequency.
     """
-    height, width = size
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.rfftfreq(shape[1])[None, :]
+    mtf = np.exp(-2.0 * np.pi**2 * psf_sigma**2 * (fx**2 + fy**2))
+    return mtf * np.cos(np.pi * olpf * fx) * np.cos(np.pi * olpf * fy)
+
+
+def apply_optics(linear: np.ndarray, psf_sigma: float, olpf: float) -> np.ndarray:
+    """Blur linear-light images ``(..., H, W)`` by the camera's optics (:func:`optics_mtf`).
+
+    The image is mirrored at its edges (by 4 sigma + 2 pixels) before the Fourier transform, so nothing wraps
+    around. Returns float64 of the input's shape; the input itself when there are no optics.
+    """
+    if psf_sigma <= 0 and olpf <= 0:
+        return linear
+    pad = int(np.ceil(4 * psf_sigma)) + 2
+    height, width = linear.shape[-2:]
+    widths = [(0, 0)] * (linear.ndim - 2) + [(min(pad, height - 1), min(pad, height - 1)),
+                                                (min(pad, width - 1), min(pad, width - 1))]
+    padded = np.pad(np.asarray(linear, dtype=np.float64), widths, mode="reflect")
+    mtf = optics_mtf(padded.shape[-2:], psf_sigma, olpf)
+    blurred = scipy.fft.irfft2(scipy.fft.rfft2(padded, workers=-1) * mtf, s=padded.shape[-2:], workers=-1)
+    top, left = widths[-2][0], widths[-1][0]
+    return blurred[..., top : top + height, left : left + width]
+
+
+def shot_size(photo_shape: tuple[int, int], sensor: tuple[int, int]) -> tuple[tuple[int, int], bool]:
+    """The largest even frame of a ``photo_shape`` photo on a ``sensor`` without resampling it.
+
+    Returns:
+        ``(height, width)`` of the shot and whether the photo is turned by 90 degrees (a portrait photo on a
+        landscape sensor, as a camera held upright) because that keeps more of it.
+    """
+    def fit(h: int, w: int) -> tuple[int, int]:
+        return min(h, sensor[0]) // 2 * 2, min(w, sensor[1]) // 2 * 2
+
+    upright, turned = fit(*photo_shape), fit(photo_shape[1], photo_shape[0])
+    if turned[0] * turned[1] > upright[0] * upright[1]:
+        return turned, True
+    return upright, False
+
+
+def _frame(
+    photo: np.ndarray, sensor: tuple[int, int], rng: np.random.Generator, exact: bool = False, name: str = "photo"
+) -> tuple[np.ndarray, dict]:
+    """Frame a photo on the sensor at its own pixel pitch: a random crop of :func:`shot_size` (the whole
+    sensor when ``exact``), a random horizontal flip; never resampled.
+
+    Returns ``float32 (3, h, w)`` sRGB in [0, 1] and what was done (``crop`` in the photo as turned,
+    ``rotated``, ``flip``).
+
+    Raises:
+        InputError: with ``exact``, when the photo is smaller than the sensor both upright and turned.
+    """
     ph, pw = photo.shape[:2]
-    crop_h = min(ph, pw * height / width)
-    zoom = rng.uniform(0.7, 1.0)
-    crop_h = max(2, int(round(crop_h * zoom)))
-    crop_w = max(2, min(pw, int(round(crop_h * width / height))))
-    top = int(rng.integers(0, ph - crop_h + 1))
-    left = int(rng.integers(0, pw - crop_w + 1))
+    (height, width), rotated = shot_size((ph, pw), sensor)
+    if exact and (height, width) != tuple(sensor):
+        raise InputError(
+            f"{name}: a {ph}x{pw} photo cannot fill the {sensor[0]}x{sensor[1]} sensor; the virtual camera never "
+            "upscales (choose a smaller sensor size or larger photos)"
+        )
+    if min(height, width) < 16:
+        raise InputError(f"{name}: a {ph}x{pw} photo is too small for a shot (at least 16x16 pixels)")
+    if rotated:
+        photo = np.rot90(photo)
+        ph, pw = pw, ph
+    top = int(rng.integers(0, ph - height + 1))
+    left = int(rng.integers(0, pw - width + 1))
     flip = bool(rng.random() < 0.5)
-    crop = torch.from_numpy(photo[top : top + crop_h, left : left + crop_w]).permute(2, 0, 1)[None].double() / 255.0
-    antialias = crop_h > height
-    resized = F.interpolate(crop, size=size, mode="bicubic", align_corners=False, antialias=antialias)[0]
-    resized = resized.clamp(0.0, 1.0)
+    crop = photo[top : top + height, left : left + width].astype(np.float32) / 255.0
     if flip:
-        resized = resized.flip(-1)
-    info = {"crop": [top, left, crop_h, crop_w], "flip": flip}
-    return resized.float().numpy(), info
+        crop = crop[:, ::-1]
+    info = {"crop": [top, left, height, width], "rotated": rotated, "flip": flip}
+    return np.ascontiguousarray(crop.transpose(2, 0, 1)), info
 
 
 def unprocess(
@@ -371,31 +464,42 @@ def unprocess(
     prnu: np.ndarray | None = None,
     noise: bool = True,
     iso: str = "random",
+    optics: bool = True,
 ) -> tuple[np.ndarray, dict]:
-    """Turn an sRGB image of the sensor's size into a noisy raw mosaic (steps 2-8 of the module docstring).
+    """Turn an sRGB frame into a noisy raw mosaic (steps 2-9 of the module docstring).
 
     Args:
-        rgb: ``float32 (3, H, W)`` in [0, 1], ``(H, W) == camera.size``.
+        rgb: ``float32 (3, h, w)`` in [0, 1], ``h, w`` even and at most the sensor's size (a smaller frame is
+            the sensor's top-left window).
         camera: the profile.
         rng: source of the per-shot randomness (exposure, white balance, noise level, noise).
-        prnu: K of the sensor (computed from the profile when None).
+        prnu: K of the sensor (computed from the profile when None), at least ``(h, w)``.
         noise: add the Poisson-Gaussian noise. With False the mosaic is noise-free, while the per-shot
             parameters (noise levels included) are drawn from ``rng`` as with True: the same ``rng`` state
             gives the same shot without its noise (ground truth for PRNU oracles).
         iso: ``"random"`` (noise level log-uniform in the profile's range) or ``"base"`` (its lowest value);
             :data:`ISO_SETTINGS`. Both draw the same random numbers, so a shot differs only in its noise.
+        optics: blur by the profile's lens and optical low-pass filter (:func:`apply_optics`).
 
     Returns:
-        ``uint16 (H, W)`` mosaic in DN and the per-shot parameters (``wb_gains``, ``exposure``, ``shot_noise``,
+        ``uint16 (h, w)`` mosaic in DN and the per-shot parameters (``wb_gains``, ``exposure``, ``shot_noise``,
         ``read_noise``).
     """
-    if rgb.shape[1:] != tuple(camera.size):
-        raise InputError(f"image of {rgb.shape[1:]} does not match the {camera.name} sensor {camera.size}")
+    height, width = rgb.shape[1:]
+    if rgb.ndim != 3 or rgb.shape[0] != 3 or height % 2 or width % 2:
+        raise InputError(f"expected an sRGB frame (3, h, w) with even h and w, got shape {rgb.shape}")
+    if height > camera.size[0] or width > camera.size[1]:
+        raise InputError(f"a {height}x{width} frame does not fit the {camera.name} sensor {camera.size[0]}x{camera.size[1]}")
     _check_iso(iso)
     k = camera.prnu() if prnu is None else prnu
-    linear = np.power(np.clip(rgb.astype(np.float64), 0.0, 1.0), 2.2)
+    if k.shape[0] < height or k.shape[1] < width:
+        raise InputError(f"PRNU of {k.shape[0]}x{k.shape[1]} is smaller than the {height}x{width} frame")
+    k = k[:height, :width]
+    linear = np.power(inverse_tone_curve(rgb), 2.2)
     exposure = rng.uniform(0.6, 1.0)
     linear *= exposure
+    if optics:
+        linear = apply_optics(linear, camera.psf_sigma, camera.olpf)
     srgb_to_cam = np.linalg.inv(camera.cam_to_srgb)
     cam = np.einsum("ij,jhw->ihw", srgb_to_cam, linear)
     red = rng.uniform(*camera.red_gain)
@@ -426,6 +530,17 @@ def unprocess(
         "read_noise": read,
     }
     return dn, info
+
+
+def inverse_tone_curve(rgb: np.ndarray) -> np.ndarray:
+    """Undo the global tone curve a camera renders its photos with: Brooks et al.'s inverse smoothstep.
+
+    Rendered photos carry an S-shaped tone curve (deeper shadows, brighter highlights) on top of the gamma;
+    Brooks et al. (Sec. 3.2) model it as ``smoothstep(x) = 3 x^2 - 2 x^3`` and invert it with
+    ``0.5 - sin(asin(1 - 2 y) / 3)``. Input and output in [0, 1], float64.
+    """
+    y = np.clip(np.asarray(rgb, dtype=np.float64), 0.0, 1.0)
+    return 0.5 - np.sin(np.arcsin(1.0 - 2.0 * y) / 3.0)
 
 
 def noise_profile(shot_noise: float) -> tuple[float, float]:
@@ -469,12 +584,27 @@ def _write_sidecar(out_dir: Path, camera: CameraProfile, shots: dict[str, dict])
     merged = {**existing.get("shots", {}), **shots}
     data = {
         "profile": camera.to_dict(),
-        "megapixels_per_shot": camera.megapixels,
+        "sensor_megapixels": camera.megapixels,
         "shots": dict(sorted(merged.items())),
     }
     tmp = sidecar.with_name(f".{SIDECAR}.tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, sidecar)
+
+
+def shots_megapixels(out_dir: str | os.PathLike, paths: Sequence[str | os.PathLike]) -> float:
+    """Megapixels of the shots ``paths`` as recorded in ``out_dir``'s ``camera.json`` sidecar."""
+    try:
+        data = json.loads((Path(out_dir) / SIDECAR).read_text())
+    except (OSError, ValueError):
+        return 0.0
+    shots, total = data.get("shots", {}), 0
+    default = data.get("profile", {}).get("size", [0, 0])
+    for path in paths:
+        shot = shots.get(Path(path).name, {})
+        height, width = shot.get("crop", [0, 0, *default])[2:]
+        total += int(height) * int(width)
+    return total / 1e6
 
 
 def synthesize(
@@ -492,8 +622,9 @@ def synthesize(
 ) -> list[Path]:
     """Write ``shots_per_photo`` DNG shots of every photo as taken by ``camera``.
 
-    Each shot is a random crop/zoom/flip of the photo at the sensor size, with its own exposure, white
-    balance and noise level, the sensor's fixed PRNU and Poisson-Gaussian noise. Everything is deterministic
+    Each shot frames the photo at its own pixel pitch (never resampled): a random crop and flip as large as
+    the photo and the sensor allow (:func:`shot_size`), or of exactly ``size``, with its own exposure, white
+    balance and noise level, the camera's optics, the sensor's fixed PRNU and Poisson-Gaussian noise. Everything is deterministic
     from ``seed`` (shot ``k`` of photo ``i`` uses ``default_rng([seed, i, k])``, so all cameras frame a photo
     alike for one seed); existing files are kept unless ``overwrite`` (so an interrupted run resumes). A
     ``camera.json`` sidecar in ``out_dir`` records the profile and the parameters of every shot.
@@ -505,11 +636,13 @@ def synthesize(
         out_dir: output folder (created).
         shots_per_photo: shots per photo (>= 1).
         seed: seed of all randomness except K (which belongs to the camera).
-        size: sensor size ``(H, W)`` or ``"HxW"`` overriding the profile's default.
+        size: sensor size ``(H, W)`` or ``"HxW"`` overriding the profile's; every shot then has exactly this
+            size (a photo too small for it fails). Default: the profile's sensor, each shot as large as its
+            photo allows.
         overwrite: rewrite existing files.
         progress: optional callable ``(done, total)`` called after each shot.
-        on_error: optional callable ``(photo, reason)``: with it, a photo that cannot be read is reported and
-            skipped (its shots are left out); without it, the :class:`InputError` is raised.
+        on_error: optional callable ``(photo, reason)``: with it, a photo that cannot be read or framed is
+            reported and skipped (its shots are left out); without it, the :class:`InputError` is raised.
         iso: ``"random"`` (default: every shot its own noise level) or ``"base"`` (:data:`ISO_SETTINGS`).
 
     Returns:
@@ -543,9 +676,11 @@ def synthesize(
         for shot in range(shots_per_photo):
             target = out / f"{profile.name}_{source.stem}_{shot:02d}.dng"
             keep = target.is_file() and not overwrite
-            if not keep and photo is None:
+            rng = np.random.default_rng([seed, index, shot])
+            if not keep:
                 try:
-                    photo = load_photo(source)
+                    photo = load_photo(source) if photo is None else photo
+                    rgb, fit = _frame(photo, profile.size, rng, exact=size is not None, name=str(source))
                 except InputError as error:
                     if on_error is None:
                         raise
@@ -561,9 +696,8 @@ def synthesize(
                 if progress:
                     progress(done, total)
                 continue
-            rng = np.random.default_rng([seed, index, shot])
-            rgb, fit = _fit_to_sensor(photo, profile.size, rng)
-            meta = {"photo": source.name, "shot": shot, "seed": seed, "camera": profile.name, **fit}
+            meta = {"photo": source.name, "scene": scene_of(source), "shot": shot, "seed": seed,
+                    "camera": profile.name, **fit}
             shots[target.name] = _shoot(target, rgb, profile, rng, k, iso, meta)
             if progress:
                 progress(done, total)

@@ -11,7 +11,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from neuralimaging.acquisition.isp import GAMMAS
-from neuralimaging.acquisition.virtual_camera import CAMERAS, ISO_SETTINGS, get_camera, synthesize, synthesize_flat_fields
+from neuralimaging.acquisition.virtual_camera import (
+    CAMERAS,
+    ISO_SETTINGS,
+    get_camera,
+    shots_megapixels,
+    synthesize,
+    synthesize_flat_fields,
+)
 from neuralimaging.cli._common import report_failures
 from neuralimaging.data.dataset import prepare
 from neuralimaging.data.photos import find_photos
@@ -27,9 +34,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "synth",
         parents=[common],
         help="turn RGB photos into RAW (DNG) files of a virtual camera",
-        description="Unprocess RGB photos (Brooks et al. 2019) into DNG files of a virtual camera: real colour "
-        "matrix, CFA, white balance, fixed PRNU, Poisson-Gaussian noise, black/white level. Rerunning keeps "
-        "existing files.",
+        description="Unprocess RGB photos (Brooks et al. 2019) into DNG files of a virtual camera: photos framed "
+        "at their own pixel pitch (never resampled), lens blur and optical low-pass filter, real colour matrix, "
+        "CFA, white balance, fixed PRNU, Poisson-Gaussian noise, black/white level. Rerunning keeps existing "
+        "files.",
     )
     synth.add_argument("--camera", required=True, choices=[*CAMERAS, "all"], help="camera profile, or all")
     synth.add_argument("--photos", default="default", metavar="DIR|default",
@@ -38,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                        help="output folder (default: data/raw/CAMERA; with --camera all, DIR/CAMERA)")
     synth.add_argument("--shots", type=int, default=16, metavar="N", help="shots per photo (default: 16)")
     synth.add_argument("--seed", type=int, default=0, help="seed of the per-shot randomness (default: 0)")
-    synth.add_argument("--size", default=None, metavar="HxW", help="sensor size, e.g. 480x640 (default: the profile's)")
+    synth.add_argument("--size", default=None, metavar="HxW", help="every shot exactly this size, e.g. 480x640 (default: the profile's sensor, each shot as large as "
+                       "its photo allows)")
     synth.add_argument("--iso", choices=ISO_SETTINGS, default=None,
                        help="noise level: random per shot, or base (the profile's lowest); default: random, "
                        "base with --flat-field")
@@ -53,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         parents=[common],
         help="turn a folder of RAW files into a training set (RGGB stacks + python-ISP targets)",
         description="Normalize RAW files into RGGB stacks, develop python-ISP targets, write metadata and a "
-        "deterministic train/validation split. Resumable: finished files are skipped; broken files are reported "
+        "deterministic train/validation/test split by scene. Resumable: finished files are skipped; broken files are reported "
         "and skipped (exit code 1).",
     )
     prep.add_argument("--raw-dir", type=Path, required=True, metavar="DIR", help="folder of RAW files")
@@ -64,7 +73,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     prep.add_argument("--bits", type=int, choices=(8, 16), default=8, help="target PNG bits (default: 8, rounded)")
     prep.add_argument("--rggb-dtype", choices=("float32", "uint16"), default="float32", help="storage of the stacks")
     prep.add_argument("--gamma", choices=GAMMAS, default="2.2", help="target tone curve (default: 2.2)")
-    prep.add_argument("--val-fraction", type=float, default=0.2, help="validation share (default: 0.2, paper 30/150)")
+    prep.add_argument("--val-fraction", type=float, default=0.15, help="validation share by scene (default: 0.15)")
+    prep.add_argument("--test-fraction", type=float, default=0.2, help="test share by scene (default: 0.2)")
     prep.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
     prep.add_argument(
         "--workers", type=int, default=0, metavar="N", help="processes (default: 0 = number of CPUs, max 4)"
@@ -86,6 +96,7 @@ def run_synth(args: argparse.Namespace) -> int:
         else:
             out = args.out / name if args.camera == "all" else args.out
         profile = get_camera(name).with_size(args.size)
+        size = None if flat else args.size
         start = time.perf_counter()
         with tqdm(desc=f"synth {name}", unit="shot", file=sys.stderr, disable=None) as bar:
 
@@ -105,14 +116,11 @@ def run_synth(args: argparse.Namespace) -> int:
                 )
             else:
                 paths = synthesize(
-                    sources, profile, out, shots_per_photo=args.shots, seed=args.seed, overwrite=args.overwrite,
-                    progress=progress, on_error=skip, iso=args.iso or "random",
+                    sources, get_camera(name), out, shots_per_photo=args.shots, seed=args.seed, size=size,
+                    overwrite=args.overwrite, progress=progress, on_error=skip, iso=args.iso or "random",
                 )
         seconds = time.perf_counter() - start
-        print(
-            f"{name}: {len(paths)} DNG files of {profile.size[0]}x{profile.size[1]} "
-            f"({len(paths) * profile.megapixels:.1f} MP) in {seconds:.1f} s -> {out}"
-        )
+        print(f"{name}: {len(paths)} DNG files ({shots_megapixels(out, paths):.2f} MP) in {seconds:.1f} s -> {out}")
     return report_failures(list(failures.items()), len(sources), "photo")
 
 
@@ -132,7 +140,7 @@ def run_prepare(args: argparse.Namespace) -> int:
             out = Path("data") / "prepared" / (camera or args.raw_dir.name)
         report = prepare(
             args.raw_dir, out, camera=camera, target_bits=args.bits, rggb_dtype=args.rggb_dtype, gamma=args.gamma,
-            val_fraction=args.val_fraction, seed=args.seed, workers=workers, progress=progress,
+            val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed, workers=workers, progress=progress,
         )
     print(report.summary())
     return report_failures(report.failed, report.total)

@@ -64,7 +64,10 @@ def _register_nip(sub: argparse._SubParsersAction) -> None:
         description="Pre-train a neural imaging pipeline on a prepared dataset. The run directory is "
         "RUNS_DIR/NAME (default name: nip-<nip>-<preset>-<config hash>); --resume continues it.",
     )
-    _run_options(parser, seed_help="initialization and patch sampling", set_example="val_every=50")
+    _run_options(parser, seed_help="initialization and patch sampling", set_example="val_every=50", presets={
+        "quick": "minutes on a CPU", "paper": "the paper's protocol, for a GPU",
+        "cpu": "a paper NIP towards its plateau in hours on a CPU (how the shipped DNet was made)",
+        "shipped": "the shipped DNet, measured on the validation images without training"})
     parser.add_argument("--nip", choices=("inet", "unet", "dnet"), help="which NIP (default: the preset's)")
     parser.add_argument("--lr", type=float, help="Adam learning rate")
     parser.add_argument("--batch", type=int, help="patches per step")
@@ -74,11 +77,13 @@ def _register_nip(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_nip)
 
 
-def _run_options(parser: argparse.ArgumentParser, *, seed_help: str, set_example: str) -> None:
+def _run_options(
+    parser: argparse.ArgumentParser, *, seed_help: str, set_example: str, presets: dict[str, str]
+) -> None:
     """Options every training command shares: dataset, preset, run directory, resume, seed, overrides, output."""
     parser.add_argument("--data", required=True, type=Path, help="dataset folder made by `neuralimaging data prepare`")
-    parser.add_argument("--preset", choices=("quick", "paper"), default="quick",
-                        help="quick: minutes on a CPU; paper: the paper's protocol, for a GPU (default: quick)")
+    parser.add_argument("--preset", choices=tuple(presets), default="quick",
+                        help="; ".join(f"{name}: {words}" for name, words in presets.items()) + " (default: quick)")
     parser.add_argument("--out", type=Path, default=Path("runs"), help="folder of run directories (default: runs)")
     parser.add_argument("--name", help="run directory name inside --out (default: derived from the config)")
     parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
@@ -128,7 +133,8 @@ def _register_manipulation(sub: argparse._SubParsersAction) -> None:
         "The run directory is RUNS_DIR/NAME (default name: manip-<f|fn>-<preset>-<config hash>); "
         "--resume continues it (and returns a finished run's summary).",
     )
-    _run_options(parser, seed_help="FAN initialization and patch sampling", set_example="epochs=400")
+    _run_options(parser, seed_help="FAN initialization and patch sampling", set_example="epochs=400", presets={
+        "quick": "minutes on a CPU", "paper": "the paper's protocol, for a GPU"})
     parser.add_argument("--nip-run", required=True, type=Path, help="run directory of a pre-trained NIP (train nip)")
     parser.add_argument("--train", default="fan,nip", help="'fan' (F: NIP frozen) or 'fan,nip' (F+N) (default: fan,nip)")
     parser.add_argument("--lambda-nip", type=float, dest="lambda_nip",

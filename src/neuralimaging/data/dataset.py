@@ -2,16 +2,17 @@
 
 Layout of a prepared folder::
 
-    dataset.json          camera, settings, train/val split, failed files
+    dataset.json          camera, settings, train/val/test split, failed files
     rggb/<name>.npy       float32 (4, h, w) in [0, 1] (or uint16 = round(x * 65535) with rggb_dtype="uint16")
     targets/<name>.png    python-ISP output (3, 2h, 2w): 8-bit PNG, rounded (default), or 16-bit PNG
     meta/<name>.json      metadata of the RAW file and of the shot; written last, marks the sample done
 
 :func:`prepare` is resumable and idempotent: samples whose ``meta`` file exists are skipped, files LibRaw
-cannot read are reported and skipped (and retried on the next run). The train/validation split is
-deterministic and proportional (the paper used 120/30 of 150, here ``val_fraction=0.2`` of whatever is
-there); shots of the same source photo (virtual cameras) are kept on the same side so validation never sees
-a crop of a training photo.
+cannot read are reported and skipped (and retried on the next run). The split into training, validation and
+test images is deterministic and proportional (``val_fraction=0.15``, ``test_fraction=0.2`` of whatever is
+there; the paper used 120/30 training/validation images of 150 and no test split). Shots of the same scene
+(virtual cameras record it; the two photos of a stereo pair are one scene) stay on one side, so validation
+and test never see a crop of a training scene. Tune on validation; report on test.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ from neuralimaging.acquisition.virtual_camera import SIDECAR
 from neuralimaging.errors import InputError, NeuralImagingError
 from neuralimaging.io import read_pixels, save_image
 
-__all__ = ["RAW_SUFFIXES", "Dataset", "PrepareReport", "Sample", "find_raw_files", "prepare"]
+__all__ = ["RAW_SUFFIXES", "SPLITS", "Dataset", "PrepareReport", "Sample", "find_raw_files", "prepare"]
 
 RAW_SUFFIXES = (
     ".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2", ".pef",
     ".srw", ".3fr", ".erf", ".kdc", ".dcr", ".mos", ".mrw", ".x3f", ".iiq", ".rwl", ".raw",
 )  # fmt: skip
 INDEX = "dataset.json"
+SPLITS = ("train", "val", "test")
 _FORMAT_VERSION = 1
 
 
@@ -122,18 +124,28 @@ class Sample:
 
 @dataclass
 class Dataset:
-    """A prepared dataset: ``train`` and ``val`` lists of :class:`Sample`, and the ``camera`` name."""
+    """A prepared dataset: ``train``, ``val`` and ``test`` lists of :class:`Sample`, and the ``camera`` name."""
 
     path: Path
     camera: str
     train: list[Sample]
     val: list[Sample]
     settings: dict = field(default_factory=dict)
+    test: list[Sample] = field(default_factory=list)
 
     @property
     def samples(self) -> list[Sample]:
-        """All samples, training first."""
-        return self.train + self.val
+        """All samples: training, validation, then test."""
+        return self.train + self.val + self.test
+
+    def split(self, name: str) -> list[Sample]:
+        """The samples of split ``name`` (``train``, ``val`` or ``test``); an empty split is an error."""
+        if name not in SPLITS:
+            raise InputError(f"split must be one of {', '.join(SPLITS)}, got {name!r}")
+        samples = getattr(self, name)
+        if not samples:
+            raise InputError(f"{self.path}: the dataset has no {name} images (prepare it again to split off a {name} set)")
+        return samples
 
     @classmethod
     def load(cls, data_dir: str | os.PathLike) -> Dataset:
@@ -163,11 +175,12 @@ class Dataset:
 
         try:
             train, val, camera = build(index["train"]), build(index["val"]), index["camera"]
+            test = build(index.get("test", []))
         except (KeyError, TypeError) as error:
             raise InputError(f"{index_path}: corrupt dataset index (missing {error})") from error
         if not train:
             raise InputError(f"{folder}: dataset has no training images")
-        return cls(path=folder, camera=camera, train=train, val=val, settings=index.get("settings", {}))
+        return cls(path=folder, camera=camera, train=train, val=val, settings=index.get("settings", {}), test=test)
 
 
 @dataclass
@@ -184,13 +197,14 @@ class PrepareReport:
     val: int
     megapixels: float
     seconds: float
+    test: int = 0
 
     def summary(self) -> str:
         """One line for people."""
         return (
             f"{self.camera}: {len(self.prepared)} prepared, {len(self.skipped)} already done, {len(self.failed)} "
-            f"failed; split {self.train} train / {self.val} val; {self.megapixels:.1f} MP; {self.seconds:.1f} s "
-            f"-> {self.out_dir}"
+            f"failed; split {self.train} train / {self.val} val / {self.test} test; {self.megapixels:.1f} MP; "
+            f"{self.seconds:.1f} s -> {self.out_dir}"
         )
 
 
@@ -247,23 +261,35 @@ def _prepare_one(source: Path, out: Path, settings: dict) -> dict:
     return meta
 
 
-def _split(metas: dict[str, dict], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Deterministic proportional split by source photo (``shot.photo``) when known, else by file."""
+def _split(
+    metas: dict[str, dict], val_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[str], list[str], list[str]]:
+    """Deterministic proportional split into training, validation and test images, by scene.
+
+    Images of one scene (``shot.scene``, else ``shot.photo``, else the file itself) stay together. Scenes are
+    taken in the order of a seeded hash of their name (stable when files are added or removed): first into
+    the validation set (training needs one), then into the test set, each scene where it brings the split's
+    size closer to its share and leaves a scene to train on; the rest train.
+    """
     groups: dict[str, list[str]] = {}
     for name, meta in sorted(metas.items()):
-        key = meta.get("shot", {}).get("photo") or name
+        shot = meta.get("shot") or {}
+        key = shot.get("scene") or shot.get("photo") or name
         groups.setdefault(key, []).append(name)
     total = len(metas)
-    want = 0 if total < 2 or val_fraction <= 0 else max(1, int(round(val_fraction * total)))
-    # order groups by a seeded hash of their key: stable when files are added or removed
     order = sorted(groups, key=lambda key: (zlib.crc32(f"{seed}:{key}".encode()), key))
-    val: list[str] = []
-    for key in order:
-        if len(val) >= want or len(val) + len(groups[key]) >= total:
-            break
-        val += groups[key]
-    val_set = set(val)
-    return sorted(n for n in metas if n not in val_set), sorted(val)
+    chosen: dict[str, list[str]] = {"test": [], "val": []}
+    for split, fraction in (("val", val_fraction), ("test", test_fraction)):
+        want = fraction * total if total >= 2 and fraction > 0 else 0.0
+        for key in list(order):
+            size, group = len(chosen[split]), groups[key]
+            left = total - len(chosen["test"]) - len(chosen["val"]) - len(group)
+            if want <= 0 or left < 1 or (size > 0 and abs(size + len(group) - want) >= abs(size - want)):
+                continue
+            chosen[split] += group
+            order.remove(key)
+    held = set(chosen["test"]) | set(chosen["val"])
+    return sorted(n for n in metas if n not in held), sorted(chosen["val"]), sorted(chosen["test"])
 
 
 def _camera_name(raw_dir: Path, files: Sequence[Path]) -> str:
@@ -291,7 +317,8 @@ def prepare(
     target_bits: int = 8,
     rggb_dtype: str = "float32",
     gamma: str = "2.2",
-    val_fraction: float = 0.2,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
     seed: int = 0,
     workers: int = 1,
     progress: Callable[[int, int, str, str | None], None] | None = None,
@@ -306,6 +333,7 @@ def prepare(
         rggb_dtype: ``"float32"`` or ``"uint16"`` storage of the stacks.
         gamma: ``"2.2"`` (paper) or ``"srgb"`` for the targets.
         val_fraction: share of images in the validation split (paper: 30 of 150 = 0.2).
+        test_fraction: share of images in the test split (the paper had none).
         seed: seed of the split.
         workers: processes developing in parallel (1 = in this process).
         progress: callable ``(done, total, file_name, error_or_None)`` after each file.
@@ -324,8 +352,11 @@ def prepare(
         raise InputError(f"rggb_dtype must be float32 or uint16, got {rggb_dtype!r}")
     if gamma not in GAMMAS:
         raise InputError(f"gamma must be one of {', '.join(GAMMAS)}, got {gamma!r}")
-    if not 0.0 <= val_fraction < 1.0:
-        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise InputError(f"{key} must be in [0, 1), got {value}")
+    if val_fraction + test_fraction >= 1.0:
+        raise InputError(f"val_fraction + test_fraction must be below 1, got {val_fraction + test_fraction}")
     names = [p.stem for p in files]
     if len(set(names)) != len(names):
         raise InputError(f"{source_dir}: several RAW files share a name stem; rename them")
@@ -398,10 +429,11 @@ def prepare(
         meta_path = out / "meta" / f"{name}.json"
         if meta_path.is_file():
             metas[name] = json.loads(meta_path.read_text())
-    train, val = _split(metas, val_fraction, seed)
+    train, val, test = _split(metas, val_fraction, test_fraction, seed)
     _atomic_json(
         index_path,
-        {"camera": camera_name, "settings": settings, "train": train, "val": val, "failed": dict(failed)},
+        {"camera": camera_name, "settings": settings, "train": train, "val": val, "test": test,
+         "failed": dict(failed)},
     )
     megapixels = sum(4 * m["shape"][0] * m["shape"][1] for m in metas.values()) / 1e6
     return PrepareReport(
@@ -415,4 +447,5 @@ def prepare(
         val=len(val),
         megapixels=megapixels,
         seconds=time.perf_counter() - start,
+        test=len(test),
     )

@@ -3,8 +3,9 @@
 Korus & Memon (Sec. 3.1) and their toolbox: a patch is taken at a random position of a random image, aligned
 so that the RAW patch ``(4, p, p)`` at ``(y, x)`` of the RGGB stack covers exactly the RGB patch
 ``(3, 2p, 2p)`` at ``(2y, 2x)`` of the target (even RGB positions). Patches whose RGB variance is below 0.01
-are rejected; those below 0.02 are kept with probability 0.5. Validation patches are drawn once, from a
-seed, round-robin over the validation images.
+are rejected; those below 0.02 are kept with probability 0.5. An image with no patch that passes in
+:data:`MAX_TRIES` tries (a clear sky, a flat wall) is passed over for another one. Validation patches are drawn
+once, from a seed, round-robin over the validation images.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def accept_patch(variance: float, rng: np.random.Generator) -> bool:
     return True
 
 
-def _draw(sample: Sample, patch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _draw(sample: Sample, patch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+    """A patch of ``sample`` that passes the variance rule, or None after :data:`MAX_TRIES` tries."""
     height, width = sample.shape
     if height < patch or width < patch:
         raise InputError(f"image {sample.name} ({height}x{width} RGGB) is smaller than the patch size {patch}")
@@ -43,8 +45,24 @@ def _draw(sample: Sample, patch: int, rng: np.random.Generator) -> tuple[np.ndar
         raw, rgb = sample.patch(y, x, patch)
         if accept_patch(float(rgb.var()), rng):
             return raw, rgb
+    return None
+
+
+def _draw_from(
+    samples: Sequence[Sample], first: int, patch: int, rng: np.random.Generator, flat: set[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A patch from image ``first``, else from the next images in turn (images found flat are remembered)."""
+    for offset in range(len(samples)):
+        index = (first + offset) % len(samples)
+        if index in flat:
+            continue
+        pair = _draw(samples[index], patch, rng)
+        if pair is not None:
+            return pair
+        flat.add(index)
     raise InputError(
-        f"image {sample.name}: no patch of {patch}x{patch} with RGB variance >= {REJECT_BELOW} in {MAX_TRIES} tries"
+        f"no image has a patch of {patch}x{patch} with RGB variance >= {REJECT_BELOW} in {MAX_TRIES} tries "
+        f"(first: {samples[0].name})"
     )
 
 
@@ -78,7 +96,8 @@ def sample_patches(
         ``rggb`` ``torch.float32 (n, 4, p, p)`` and ``rgb`` ``torch.float32 (n, 3, 2p, 2p)``, both in [0, 1].
     """
     _check(samples, n, patch)
-    pairs = [_draw(samples[int(rng.integers(0, len(samples)))], patch, rng) for _ in range(n)]
+    flat: set[int] = set()
+    pairs = [_draw_from(samples, int(rng.integers(0, len(samples))), patch, rng, flat) for _ in range(n)]
     return _stack(pairs)
 
 
@@ -91,5 +110,6 @@ def validation_patches(
     """
     _check(samples, n, patch)
     rng = np.random.default_rng(seed)
-    pairs = [_draw(samples[i % len(samples)], patch, rng) for i in range(n)]
+    flat: set[int] = set()
+    pairs = [_draw_from(samples, i % len(samples), patch, rng, flat) for i in range(n)]
     return _stack(pairs)

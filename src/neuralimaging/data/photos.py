@@ -15,7 +15,7 @@ from PIL import Image
 
 from neuralimaging.errors import InputError
 
-__all__ = ["PHOTO_SUFFIXES", "bundled_photos", "find_photos", "load_photo"]
+__all__ = ["PHOTO_SUFFIXES", "bundled_photos", "find_photos", "load_photo", "scene_of"]
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
@@ -39,6 +39,18 @@ def bundled_photos() -> list[Path]:
     if not found:
         raise InputError("no bundled photographs found in scikit-image, scikit-learn or matplotlib")
     return found
+
+
+def scene_of(photo: str | Path) -> str:
+    """The scene a photo shows: its name stem, without a stereo pair's ``_left`` / ``_right`` suffix.
+
+    Photos of one scene stay on one side of a train / validation / test split.
+    """
+    stem = Path(photo).stem
+    for suffix in ("_left", "_right"):
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return stem
 
 
 def find_photos(source: str | Path) -> list[Path]:

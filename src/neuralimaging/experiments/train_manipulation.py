@@ -3,41 +3,11 @@
 The paper's main experiment (Korus & Memon, section 5.2). RAW patches are developed by a pre-trained NIP,
 manipulated in every class (``native`` first), sent through the channel (1:2 down-sampling + JPEG q50 by
 default) and classified by the FAN. In mode ``"fan"`` (F) only the FAN learns; in mode ``"fan,nip"`` (F+N)
-the NIP learns too, regularized towards the standard ISP by ``lambda_nip`` x MSE (255 scale).
-
-Choosing ``lambda_nip`` (how it relates to the NIP's starting distortion): the fidelity term is
-``lambda * MSE`` with ``MSE = 255^2 * 10^(-PSNR/10)``. Two effects follow.
-
-* Balance at the start. A NIP pre-trained to ``PSNR0`` starts with ``lambda * MSE0``: the paper's lambda = 0.1
-  on its ~42.5 dB UNet gives 0.37, a quarter of the chance-level cross-entropy ln 5 = 1.61. The same 0.1 on a
-  23 dB NIP gives 33: its gradient (``2 lambda * 255^2 * (out - target)``) dominates Adam's normalized
-  updates, the NIP keeps being pre-trained and the FAN's wish to leave traces is drowned out.
-* Price of a trace. Traces of energy ``dMSE`` cost ``lambda * dMSE``; in dB they cost
-  ``10 log10(1 + dMSE / MSE0)``, so the same lambda buys 10x more trace energy per dB lost on a NIP 10 dB
-  worse. To keep the paper's quality/accuracy trade-off in dB, scale lambda by ``MSE_paper / MSE0`` =
-  ``10^((PSNR0 - 42.5) / 10)``: :func:`~neuralimaging.experiments.workflow.lambda_for_distortion` returns the
-  lambda whose starting term is a given share (0.25 = the paper's 0.1) of ln C. On a 30 dB NIP the paper's
-  grid 1e-4 .. 1 maps to about 6e-6 .. 0.06.
-
-The ``quick`` preset's defaults (``residual_width`` 16, ``lambda_nip`` 0.002) suit a small pre-trained NIP
-such as the quick-preset INet (~29.5-31.8 dB): in F+N a zero-initialized UNet residual
-(:class:`~neuralimaging.experiments.workflow.ResidualNIP`, ``residual_width``) is added, so the output starts
-identical to the pre-trained NIP's and the joint optimization gets a UNet's capacity to leave traces (the
-paper's INet, 321 parameters, gains only ~10 points). The demo sweep pre-trains the quick NIP instead (a
-width-16 UNet correcting the python ISP in torch: 43 dB on 64x64 validation patches, 38.8 dB on the joint
-32x32 ones, whose borders weigh more) and sets ``residual_width: 0`` and ``lambda_nip`` 0.003 for it. The
-distortion rule above does not carry over to that NIP (its error sits at the patch borders, not in the
-content): measured there, 0.003 gave F+N +30 points for 7.2 dB and 0.01 +19 points for 2.9 dB; see
-docs/benchmarks.md.
-
-Precision (not in the paper; a CPU speed-up): ``precision: auto`` (the default) runs the NIP body and the FAN
-under bfloat16 autocast where the device computes bfloat16 natively (x86 CPUs with AVX512-BF16 or AMX, CUDA
-GPUs with bf16) and in float32 elsewhere, where emulated bfloat16 would be slower; ``fp32`` keeps the paper's
-float32 arithmetic throughout, ``bf16`` forces autocast. The NIP output, the manipulations, the channel's
-dJPEG, both loss terms, the weights and Adam's state stay float32 in every case, and validation develops the
-patches in float32. ``channels_last: true`` (default) feeds the FAN channels-last tensors, and the NIP too where
-it runs under bfloat16 (:class:`~neuralimaging.experiments.workflow.Workflow`). The summary records the
-precision used.
+the NIP learns too, regularized towards the standard ISP by ``lambda_nip`` x MSE (255 scale). Accuracy is
+measured on fixed patches of the validation images, fidelity on the whole validation images
+(:mod:`~neuralimaging.experiments.fidelity`); :func:`evaluate` measures both on the test split, under the
+differentiable or the real codec. Choosing ``lambda_nip``, the presets and the precision settings are
+explained in ``docs/measuring.md``.
 
     >>> summary = train_manipulation({"data": "data/", "nip_run": "runs/nip", "train": "fan,nip",
     ...                               "lambda_nip": 0.01, "preset": "quick"}, "runs/fn")   # doctest: +SKIP
@@ -61,7 +31,7 @@ import torch.nn.functional as F
 
 from neuralimaging.device import keep_freed_memory, resolve_device
 from neuralimaging.errors import InputError
-from neuralimaging.experiments.metrics import psnr_per_image, ssim_per_image
+from neuralimaging.experiments.fidelity import DEFINITION, fidelity_images, nip_fidelity
 from neuralimaging.experiments.rundir import RunDir, capture_rng_state, config_hash, restore_rng_state
 from neuralimaging.experiments.workflow import (
     PRECISIONS,
@@ -108,6 +78,7 @@ _BASE: dict[str, Any] = {
     "validate_every": 50,  # epochs
     "checkpoint_every": 50,  # epochs
     "val_patches": 600,  # RAW patches; the FAN sees val_patches x classes decisions
+    "val_images": None,  # whole validation images for PSNR / SSIM (fidelity.nip_fidelity); None: all
     "val_batch": 50,
     "seed": 0,
 }
@@ -141,10 +112,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "validate_every": 200,
         "checkpoint_every": 200,
         "val_patches": 600,
+        "val_images": 4,
         "val_batch": 100,
-        # Chosen for a ~29.5 dB quick INet (measured: F+N 0.68 vs F 0.35-0.39, 1.9 dB paid); for another
-        # starting PSNR scale it by 10^((PSNR0 - 29.5) / 10) (see the module docstring; the demo uses 0.003).
-        "lambda_nip": 0.002,
+        "lambda_nip": 0.002,  # for the quick INet with a UNet residual (docs/measuring.md)
         "residual_width": 16,
     },
 }
@@ -240,10 +210,11 @@ def _load_nip(nip_run: str, device: torch.device) -> nn.Module:
     return load_nip(nip_run, device=device)
 
 
-def _validation_set(config: Mapping[str, Any], dataset) -> tuple[torch.Tensor, torch.Tensor]:
+def _validation_set(config: Mapping[str, Any], samples: list) -> torch.Tensor:
+    """The fixed RAW patches accuracy is measured on (their targets are not needed)."""
     from neuralimaging.data.patches import validation_patches
 
-    return validation_patches(dataset.val, config["val_patches"], config["patch"], config["seed"])
+    return validation_patches(samples, config["val_patches"], config["patch"], config["seed"])[0]
 
 
 def _lr(config: Mapping[str, Any], step: int) -> float:
@@ -254,65 +225,60 @@ def _lr(config: Mapping[str, Any], step: int) -> float:
 @torch.no_grad()
 def validate(
     workflow: Workflow,
-    rggb: torch.Tensor,
-    target: torch.Tensor,
+    rggb: torch.Tensor | None,
+    images: list | None,
     *,
     batch: int = 50,
     device: torch.device | str = "cpu",
-    classify: bool = True,
 ) -> dict[str, Any]:
-    """Accuracy, confusion matrix and NIP fidelity on a fixed set of patches.
+    """Accuracy and confusion matrix on fixed patches, and the NIP's fidelity on whole images.
 
-    The NIP runs in float32 here whatever the workflow's precision (its fidelity is that of the deployed NIP);
+    The NIP develops in float32 whatever the workflow's precision (its fidelity is that of the deployed NIP);
     the FAN runs as in training.
 
     Args:
         workflow: the model (evaluated in eval mode; its mode is restored).
-        rggb: validation RAW patches ``(M, 4, h, w)``.
-        target: their standard-ISP renderings ``(M, 3, 2h, 2w)``.
+        rggb: RAW patches ``(M, 4, h, w)`` to classify, or None to measure only the fidelity (``accuracy``,
+            ``confusion`` and ``per_class`` are then None).
+        images: prepared images (:class:`~neuralimaging.data.dataset.Sample`) for
+            :func:`~neuralimaging.experiments.fidelity.nip_fidelity`, or None to skip it (the fidelity
+            figures are then None).
         batch: RAW patches per forward pass.
         device: where to compute.
-        classify: ``False`` measures only the NIP's fidelity (``accuracy`` and ``confusion`` are ``None``).
 
     Returns:
-        ``accuracy`` (over ``M x C`` decisions), ``accuracy_se`` (binomial standard error),
-        ``per_class`` accuracies, ``confusion`` (counts, rows = true class, columns = predicted), ``psnr``
-        and ``ssim`` (means over patches, dB and [0, 1]), ``psnr_std`` and ``n`` (decisions).
+        ``accuracy`` (over ``M x C`` decisions), ``accuracy_se`` (binomial standard error), ``per_class``
+        accuracies, ``confusion`` (counts, rows = true class, columns = predicted), ``classes``, ``n``
+        (decisions), and ``psnr``, ``psnr_std``, ``ssim``, ``images`` from the fidelity measure.
     """
     device = resolve_device(device)
     n_classes = len(workflow.manipulations)
     confusion = torch.zeros(n_classes, n_classes, dtype=torch.long)
-    psnrs, ssims = [], []
     was_training = workflow.training
     workflow.eval()
     try:
-        for start in range(0, rggb.shape[0], batch):
-            x = rggb[start : start + batch].to(device)
-            y = target[start : start + batch].to(device)
-            rgb = workflow.develop(x, float32=True)
-            if classify:
-                logits, labels = workflow.classify(rgb)
-                index = labels.cpu() * n_classes + logits.argmax(1).cpu()
-                confusion += torch.bincount(index, minlength=n_classes**2).reshape(n_classes, n_classes)
-            rgb = rgb.clamp(0, 1)
-            psnrs.append(psnr_per_image(rgb, y).cpu())
-            ssims.append(ssim_per_image(rgb, y).cpu())
+        for start in range(0, 0 if rggb is None else rggb.shape[0], batch):
+            rgb = workflow.develop(rggb[start : start + batch].to(device), float32=True)
+            logits, labels = workflow.classify(rgb)
+            index = labels.cpu() * n_classes + logits.argmax(1).cpu()
+            confusion += torch.bincount(index, minlength=n_classes**2).reshape(n_classes, n_classes)
+        none = {"psnr": None, "psnr_std": None, "ssim": None, "images": 0}
+        fidelity = nip_fidelity(workflow.nip, images, device=device) if images else none
     finally:
         workflow.train(was_training)
     n = int(confusion.sum())
-    accuracy = float(confusion.trace()) / n if classify else None
-    psnr = torch.cat(psnrs)
-    psnr = psnr[torch.isfinite(psnr)] if torch.isfinite(psnr).any() else psnr.clamp(max=100.0)
+    accuracy = float(confusion.trace()) / n if n else None
     return {
         "accuracy": accuracy,
-        "accuracy_se": math.sqrt(accuracy * (1 - accuracy) / n) if classify else None,
-        "per_class": (confusion.diag().double() / confusion.sum(1).clamp_min(1)).tolist() if classify else None,
-        "confusion": confusion.tolist() if classify else None,
+        "accuracy_se": math.sqrt(accuracy * (1 - accuracy) / n) if n else None,
+        "per_class": (confusion.diag().double() / confusion.sum(1).clamp_min(1)).tolist() if n else None,
+        "confusion": confusion.tolist() if n else None,
         "classes": workflow.class_names,
-        "psnr": float(psnr.mean()),
-        "psnr_std": float(psnr.std()) if psnr.numel() > 1 else 0.0,
-        "ssim": float(torch.cat(ssims).mean()),
         "n": n,
+        "psnr": fidelity["psnr"],
+        "psnr_std": fidelity["psnr_std"],
+        "ssim": fidelity["ssim"],
+        "images": fidelity["images"],
     }
 
 
@@ -454,7 +420,8 @@ def train_manipulation(
             run.truncate_metrics("step", -1)
 
     dataset = _load_dataset(config["data"])
-    val_rggb, val_target = _validation_set(config, dataset)
+    val_rggb = _validation_set(config, dataset.val)
+    val_images = fidelity_images(dataset.val, config.get("val_images"))
     workflow = _build(config, device)
     mode = config["train"]
     params = _trainable(workflow, mode)
@@ -503,9 +470,9 @@ def train_manipulation(
 
     if start_metrics is None:
         # Before training: the NIP's fidelity (the FAN is untrained, its accuracy would be noise).
-        start_metrics = validate(workflow, val_rggb, val_target, batch=config["val_batch"], device=device,
-                                 classify=False)
+        start_metrics = validate(workflow, None, val_images, batch=config["val_batch"], device=device)
         record(start_metrics, None)
+    joint = "nip" in MODES[mode]
 
     every_val = config["validate_every"] * config["steps_per_epoch"]
     every_ckpt = config["checkpoint_every"] * config["steps_per_epoch"]
@@ -523,7 +490,11 @@ def train_manipulation(
             step += 1
             running = {k: 0.9 * running.get(k, v) + 0.1 * v for k, v in parts.items()}
             if step % every_val == 0 or step == total_steps:
-                last = validate(workflow, val_rggb, val_target, batch=config["val_batch"], device=device)
+                # F leaves the NIP as it was: its fidelity is the starting one
+                last = validate(workflow, val_rggb, val_images if joint else None, batch=config["val_batch"],
+                                device=device)
+                if not joint:
+                    last.update({k: start_metrics[k] for k in ("psnr", "psnr_std", "ssim", "images")})
                 record(last, running)
             if step % every_ckpt == 0 or step == total_steps:
                 checkpoint()
@@ -556,6 +527,8 @@ def train_manipulation(
         "psnr_start": start_metrics["psnr"],
         "ssim_start": start_metrics["ssim"],
         "psnr_paid": start_metrics["psnr"] - last["psnr"],
+        "fidelity": f"{DEFINITION}; validation split, {last['images']} images",
+        "split": "val",
         "wall_time_s": elapsed(),
         "cpu_time_s": cpu_seconds(),
         "threads": torch.get_num_threads(),
@@ -620,40 +593,54 @@ def evaluate(
     quality: int | None = None,
     *,
     device: str | torch.device = "cpu",
-    val_patches: int | None = None,
+    split: str = "test",
+    patches: int | None = None,
+    images: int | None = None,
+    fidelity: bool = True,
 ) -> dict[str, Any]:
-    """Accuracy of a trained NIP + FAN pair under another channel: the real codec and/or another quality.
+    """Accuracy and fidelity of a trained NIP + FAN pair on a split, under the trained or another channel.
 
     The channel keeps the run's down-sampling and replaces the codec (``"libjpeg"``: Pillow's libjpeg, the
-    real thing; ``"differentiable"``: the training codec) and, when given, the JPEG quality.
+    real thing; ``"differentiable"``: the training codec) and, when given, the JPEG quality. Patches are drawn
+    from the split as validation patches are (fixed by the run's seed); fidelity is measured on the split's
+    whole images (:mod:`~neuralimaging.experiments.fidelity`).
 
     Args:
         run_dir: a finished (or checkpointed) run of :func:`train_manipulation`.
         codec: ``"libjpeg"`` or ``"differentiable"``.
         quality: JPEG quality in [1, 100]; ``None`` keeps the trained one.
         device: where to compute.
-        val_patches: number of validation RAW patches (default: the run's).
+        split: ``"test"`` (default: held out from all training and tuning), ``"val"`` or ``"train"``.
+        patches: number of RAW patches to classify (default: the run's ``val_patches``).
+        images: at most this many whole images for the fidelity, in turn per scene (default: all).
+        fidelity: measure the fidelity (it does not depend on the codec; skip it when measured already).
 
     Returns:
-        :func:`validate`'s figures plus ``codec``, ``quality`` and ``channel`` (the twin's description).
+        :func:`validate`'s figures plus ``split``, ``fidelity`` (the measure in words), ``codec``, ``quality``
+        and ``channel`` (the twin's description).
     """
     if codec not in ("libjpeg", "differentiable"):
         raise InputError(f"codec must be 'libjpeg' or 'differentiable', got {codec!r}")
     if quality is not None and not 1 <= int(quality) <= 100:
         raise InputError(f"quality must be in [1, 100], got {quality}")
+    if patches is not None and int(patches) < 1:
+        raise InputError(f"patches must be a positive integer, got {patches}")
     run = RunDir(run_dir)
     config = run.read_config()
     channel = _channel_twin(config["channel"], codec, quality)
     workflow, config = load_workflow(run_dir, channel=channel, device=device)
-    if val_patches is not None:
-        config = {**config, "val_patches": int(val_patches)}
-    dataset = _load_dataset(config["data"])
-    rggb, target = _validation_set(config, dataset)
-    result = validate(workflow, rggb, target, batch=int(config.get("val_batch", 50)), device=device)
+    if patches is not None:
+        config = {**config, "val_patches": int(patches)}
+    samples = _load_dataset(config["data"]).split(split)
+    measured = fidelity_images(samples, images) if fidelity else None
+    result = validate(workflow, _validation_set(config, samples), measured,
+                      batch=int(config.get("val_batch", 50)), device=device)
     result.update(
         {
             "run": str(run.path),
             "mode": config["train"],
+            "split": split,
+            "fidelity": f"{DEFINITION}; {split} split, {result['images']} images" if fidelity else None,
             "codec": codec,
             "quality": getattr(channel, "quality", quality),
             "channel": getattr(channel, "spec", repr(channel)),

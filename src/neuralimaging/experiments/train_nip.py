@@ -2,9 +2,10 @@
 
 Loss: L2 on the [0, 255] scale (mean squared error of ``255 * rgb``) against the python-ISP target, Adam
 (paper: lr 1e-4), batches of random patches (paper: 20 patches of 64x64 RAW -> 128x128 RGB) drawn with the
-paper's variance rule, validation PSNR/SSIM on patches fixed at the start, and the paper's stopping rule: the
-relative change of the mean validation loss over the last 5 validations below 1e-4 (DNet 1e-5), with an
-epoch cap (paper: 50,000).
+paper's variance rule, validation PSNR/SSIM on the whole validation images
+(:mod:`~neuralimaging.experiments.fidelity`; the paper used fixed 512x512 patches), and the paper's stopping
+rule: the relative change of the mean validation loss over the last 5 validations below 1e-4 (DNet 1e-5),
+with an epoch cap (paper: 50,000).
 
 Everything lands in a run directory (:class:`~neuralimaging.experiments.rundir.RunDir`): ``config.yaml``,
 ``metrics.jsonl`` (one line per validation), ``summary.json``, safetensors checkpoints (weights, optimizer
@@ -21,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import sys
@@ -37,13 +39,13 @@ from tqdm import tqdm
 from neuralimaging.acquisition import nip as nip_module
 from neuralimaging.device import keep_freed_memory, resolve_device
 from neuralimaging.errors import InputError
-from neuralimaging.experiments.metrics import psnr_per_image, ssim_per_image
+from neuralimaging.experiments.fidelity import DEFINITION, fidelity_images, nip_fidelity
 from neuralimaging.experiments.rundir import RunDir, capture_rng_state, config_hash, restore_rng_state
 from neuralimaging.experiments.workflow import native_bf16
 
 __all__ = [
     "PRESETS", "DEFAULTS", "AMP_SETTINGS", "make_config", "resolve_amp", "train_nip", "load_nip", "validate",
-    "nip_loss", "stop_rule",
+    "nip_loss", "stop_rule", "export_nip",
 ]
 
 AMP_SETTINGS = (None, "bf16", "auto")
@@ -56,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "nip_options": {},
     "data": None,
     "preset": "paper",
+    "init": None,  # start from these weights: "pretrained:<name>" (acquisition.pretrained) or a .safetensors file
     "seed": 0,
     "batch": 20,
     "patch": 64,  # RAW (RGGB-stack) patch side; the RGB target is twice as large
@@ -70,8 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "max_steps": None,  # stop (and checkpoint) after this many steps in this call: simulates a kill
     "max_time_s": None,  # wall-clock budget; the run validates and stops after the first epoch past it
     "val_every": 100,  # epochs between validations
-    "val_patches": 60,
-    "val_patch": None,  # default: patch
+    "val_images": None,  # validation images measured (whole, fidelity.nip_fidelity), in turn per scene; None: all
     "stop_window": 5,
     "stop_rel_change": None,  # default: 1e-4, DNet 1e-5 (paper)
     "checkpoint_every": 1,  # validations between checkpoints
@@ -83,21 +85,32 @@ DEFAULTS: dict[str, Any] = {
     "channels_last": False,  # channels-last memory layout (faster for DNet with amp on this CPU)
 }
 
-#: ``paper``: the paper's protocol (meant for a GPU); ``quick``: a usable NIP within 5 minutes on a CPU. Its
-#: default NIP is a UNet of width 16 correcting the python ISP itself (``nip_options: {width: 16, baseline:
-#: menon}``: Menon 2007 + colour matrix + gamma in torch, :class:`~neuralimaging.acquisition.isp.PythonISP`).
-#: The UNet's zero-initialized correction starts at the target's fidelity (about 43 dB on 64x64 validation
-#: patches of the default virtual Nikon D90 data, where all the error sits at the patch borders, which no NIP
-#: can see past) and is trained for 2 minutes at lr 3e-4 (2e-3 diverges: the residual's gradients are tiny and
-#: Adam scales them up), bfloat16 autocast for the UNet where the CPU has it natively (``amp: auto``; the
-#: baseline stays float32), 32x32 RAW patches, one
-#: batch per epoch, a cosine decay that completes within the budget (``lr_by_time``), validation every 100
-#: steps on 40 fixed 64x64 patches. The learned alternative ``nip_options: {width: 16, baseline: inet}`` (an
-#: INet at ``baseline_lr`` 1e-2 and the UNet at lr 2e-3, 280 s) levels off at 33.8 dB. ``by_nip`` holds the
-#: settings for ``--nip inet`` (lr 1e-2 cosine over 3,000 steps, 31.8 dB in about a minute) and DNet.
-#: Measured figures: docs/benchmarks.md.
+#: ``paper``: the paper's protocol (meant for a GPU). ``quick``: a usable NIP within minutes on a CPU: by
+#: default a width-16 UNet correcting the python ISP itself (not one of the paper's NIPs), ``by_nip`` holds
+#: the settings for ``--nip inet`` and ``dnet``. ``cpu``: the paper's NIPs towards their plateau on a 2-core
+#: CPU in a few hours (how the shipped DNet was made). ``shipped``: no training, the shipped NIP measured on
+#: the validation images (the demo's pre-trained NIP). Reasons and measured figures: docs/measuring.md.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
+    "cpu": {
+        "nip": "dnet",
+        "batch": 20,
+        "patch": 64,
+        "lr": 1e-3,
+        "lr_schedule": "cosine",
+        "lr_min": 1e-5,
+        "amp": "auto",
+        "channels_last": True,
+        "steps_per_epoch": 1,
+        "max_epochs": 15000,
+        "val_every": 500,
+        "stop_rel_change": 0.0,
+    },
+    "shipped": {
+        "nip": "dnet",
+        "init": "pretrained:dnet-nikon-d90",
+        "max_epochs": 0,
+    },
     "quick": {
         "nip": "unet",
         "nip_options": {"width": 16, "baseline": "menon"},
@@ -112,8 +125,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "steps_per_epoch": 1,
         "max_epochs": 4000,
         "val_every": 100,
-        "val_patches": 40,
-        "val_patch": 64,
+        "val_images": 8,
         "stop_rel_change": 0.0,
         "max_time_s": 120,
         "by_nip": {
@@ -149,13 +161,18 @@ def make_config(overrides: Mapping[str, Any] | None = None, preset: str | None =
         raise InputError(f"unknown NIP {config['nip']!r}; expected one of: {', '.join(nip_module.names())}")
     if config["stop_rel_change"] is None:
         config["stop_rel_change"] = 1e-5 if config["nip"] == "dnet" else 1e-4
-    if config["val_patch"] is None:
-        config["val_patch"] = config["patch"]
     if config["data"] is not None:
         config["data"] = os.fspath(config["data"])
-    for key in ("batch", "patch", "max_epochs", "val_every", "val_patches", "stop_window"):
+    unknown = sorted(set(config) - set(DEFAULTS) - {"by_nip"})
+    if unknown:
+        raise InputError(f"unknown config keys: {', '.join(unknown)}; expected some of: {', '.join(DEFAULTS)}")
+    for key in ("batch", "patch", "val_every", "stop_window"):
         if int(config[key]) < 1:
             raise InputError(f"config {key} must be a positive integer, got {config[key]!r}")
+    if int(config["max_epochs"]) < 0:
+        raise InputError(f"config max_epochs must be >= 0 (0: only measure the initial NIP), got {config['max_epochs']!r}")
+    if config["val_images"] is not None and int(config["val_images"]) < 1:
+        raise InputError(f"config val_images must be a positive integer or null, got {config['val_images']!r}")
     _check_amp(config["amp"])
     if config["lr_schedule"] not in ("constant", "cosine"):
         raise InputError(f"lr_schedule must be 'constant' or 'cosine', got {config['lr_schedule']!r}")
@@ -191,29 +208,11 @@ def stop_rule(losses: list[float], window: int, threshold: float) -> bool:
     return abs(before - recent) / max(abs(before), 1e-12) < threshold
 
 
-@torch.no_grad()
-def validate(model: nn.Module, rggb: torch.Tensor, target: torch.Tensor, batch: int = 20) -> dict[str, float]:
-    """Validation loss, PSNR (dB) and SSIM of ``model`` on fixed patches (evaluated in eval mode, in chunks)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    losses, psnrs, ssims = [], [], []
-    try:
-        for i in range(0, rggb.shape[0], batch):
-            x = rggb[i : i + batch].to(device)
-            y = target[i : i + batch].to(device)
-            out = model(x)
-            losses.append(float(nip_loss(out, y)) * x.shape[0])
-            psnrs.append(psnr_per_image(out.cpu(), y.cpu()))
-            ssims.append(ssim_per_image(out.cpu(), y.cpu()))
-    finally:
-        model.train(was_training)
-    p = torch.cat(psnrs)
-    return {
-        "val_loss": sum(losses) / rggb.shape[0],
-        "psnr": float(p[torch.isfinite(p)].mean()) if torch.isfinite(p).any() else float("inf"),
-        "ssim": float(torch.cat(ssims).mean()),
-    }
+def validate(model: nn.Module, samples: list) -> dict[str, float]:
+    """Validation loss (mean squared error on the [0, 255] scale), PSNR (dB) and SSIM of ``model`` on whole
+    images (:func:`~neuralimaging.experiments.fidelity.nip_fidelity`)."""
+    fidelity = nip_fidelity(model, samples)
+    return {"val_loss": fidelity["mse"], "psnr": fidelity["psnr"], "ssim": fidelity["ssim"]}
 
 
 def _build_model(config: Mapping[str, Any], cam_to_srgb: Any = None, gamma: str | None = None) -> nn.Module:
@@ -230,6 +229,18 @@ def _build_model(config: Mapping[str, Any], cam_to_srgb: Any = None, gamma: str 
     if starts_from_it and cam_to_srgb is not None:
         options.setdefault("cam_to_srgb", np.asarray(cam_to_srgb, dtype=np.float32).tolist())
     return nip_module.create(config["nip"], **options)
+
+
+def _load_init(model: nn.Module, init: str) -> None:
+    """Load the starting weights ``init`` names into ``model`` (all of them, with matching shapes)."""
+    from neuralimaging.acquisition import pretrained
+
+    path = pretrained.resolve(init)
+    try:
+        model.load_state_dict(pretrained.load_state(path))
+    except RuntimeError as error:
+        reason = str(error).splitlines()[0]
+        raise InputError(f"{path}: its weights do not fit this NIP and its options ({reason})") from error
 
 
 def _camera_matrix(dataset: Any) -> Any:
@@ -330,7 +341,7 @@ def train_nip(
         the device), ``config_hash``, ``run_dir``.
     """
     from neuralimaging.data.dataset import Dataset
-    from neuralimaging.data.patches import sample_patches, validation_patches
+    from neuralimaging.data.patches import sample_patches
 
     config = make_config(config)
     if config["data"] is None:
@@ -356,13 +367,16 @@ def train_nip(
     if not dataset.train or not dataset.val:
         raise InputError(f"{config['data']}: the dataset needs training and validation images")
     torch.manual_seed(int(config["seed"]))
-    model = _build_model(config, _camera_matrix(dataset), dataset.settings.get("gamma")).to(dev)
+    model = _build_model(config, _camera_matrix(dataset), dataset.settings.get("gamma"))
+    if config["init"] and not (resume and run.has_checkpoint()):
+        _load_init(model, str(config["init"]))
+    model = model.to(dev)
     layout = torch.channels_last if config["channels_last"] else torch.contiguous_format
     model = model.to(memory_format=layout)
     model.train()
     optimizer = torch.optim.Adam(_param_groups(model, config), lr=_lr_at(config, 0))
     rng = np.random.default_rng(int(config["seed"]))
-    val_rggb, val_rgb = validation_patches(dataset.val, int(config["val_patches"]), int(config["val_patch"]), int(config["seed"]))
+    val_samples = fidelity_images(dataset.val, config["val_images"])
 
     steps_per_epoch = int(config["steps_per_epoch"] or max(1, len(dataset.train) // int(config["batch"])))
     step = epoch = 0
@@ -384,7 +398,7 @@ def train_nip(
     else:
         if run.metrics_path.exists():
             run.metrics_path.unlink()
-        before = validate(model, val_rggb, val_rgb)
+        before = validate(model, val_samples)
         last = {"train_loss": float("nan"), **before}
         run.append_metrics({"step": 0, "epoch": 0, "lr": _lr_at(config, 0), "time_s": 0.0, **last})
 
@@ -436,7 +450,7 @@ def train_nip(
             epoch += 1
             over_time = max_time is not None and time.perf_counter() - started + elapsed_before >= float(max_time)
             if epoch % int(config["val_every"]) == 0 or epoch == max_epochs or over_time:
-                metrics = validate(model, val_rggb, val_rgb)
+                metrics = validate(model, val_samples)
                 history.append(metrics["val_loss"])
                 elapsed = elapsed_before + time.perf_counter() - started
                 last = {"train_loss": float(np.mean(running)) if running else float("nan"), **metrics}
@@ -470,6 +484,7 @@ def train_nip(
         "stopped": stopped,
         "psnr": last.get("psnr"),
         "ssim": last.get("ssim"),
+        "fidelity": f"{DEFINITION}; validation split, {len(val_samples)} images",
         "val_loss": last.get("val_loss"),
         "train_loss": last.get("train_loss"),
         "wall_time_s": round(wall, 3),
@@ -495,3 +510,39 @@ def load_nip(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
     model = nip_module.create(config["nip"], **dict(config.get("nip_options") or {}))
     model.load_state_dict(run.load_weights("nip"))
     return model.to(resolve_device(device)).eval()
+
+
+def export_nip(run_dir: str | os.PathLike[str], out_file: str | os.PathLike[str], **provenance: Any) -> Path:
+    """Write a finished run's NIP as a shippable weights file (``.safetensors``) with its provenance (``.json``).
+
+    The JSON records the NIP and its options, the run's config and summary, the dataset's camera, settings
+    and split, and the keyword arguments given (e.g. ``recreate``: the command that makes the file again).
+    """
+    from safetensors.torch import save_file
+
+    run = RunDir(run_dir)
+    if not run.summary_path.is_file():
+        raise InputError(f"{run.path}: the run has not finished (no summary.json); finish it before exporting")
+    config, summary = run.read_config(), run.read_summary()
+    out = Path(out_file).with_suffix(".safetensors")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
+             for k, v in load_nip(run_dir).state_dict().items()}
+    record: dict[str, Any] = {
+        "nip": config["nip"],
+        "nip_options": config.get("nip_options") or {},
+        "config": config,
+        "summary": {k: v for k, v in summary.items() if k != "run_dir"},
+    }
+    if config.get("data"):
+        from neuralimaging.data.dataset import Dataset
+
+        dataset = Dataset.load(config["data"])
+        record["dataset"] = {"camera": dataset.camera, "settings": dataset.settings,
+                             **{name: [s.name for s in getattr(dataset, name)] for name in ("train", "val", "test")}}
+    record.update(provenance)
+    tmp = out.with_name(f".{out.name}.tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, out)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    return out

@@ -37,7 +37,6 @@ __all__ = [
     "manipulate",
     "nip_mse",
     "workflow_loss",
-    "lambda_for_distortion",
     "PIXEL_SCALE",
 ]
 
@@ -303,23 +302,3 @@ def workflow_loss(
     mse = nip_mse(out.rgb, target)
     total = ce + lambda_nip * mse if lambda_nip > 0 else ce
     return total, {"loss": float(total.detach()), "ce": float(ce.detach()), "nip_mse": float(mse.detach())}
-
-
-def lambda_for_distortion(psnr_db: float, share: float = 0.25, n_classes: int = 5) -> float:
-    """A ``lambda_nip`` whose fidelity term starts at ``share`` x the chance-level cross-entropy.
-
-    At the start of joint training the fidelity term is ``lambda * MSE0`` with ``MSE0 = 255^2 10^(-PSNR0/10)``
-    and the cross-entropy is about ``ln C``. The paper's lambda = 0.1 on a ~42.5 dB NIP gives
-    ``0.1 * 3.65 = 0.37``, about a quarter of ``ln 5``; the same lambda on a 23 dB NIP gives 33, which
-    swamps the classification term. Keeping the ratio fixed transfers a lambda between NIPs of different
-    fidelity: ``lambda = share * ln C / MSE0``.
-
-    Args:
-        psnr_db: PSNR of the pre-trained NIP against its target (dB).
-        share: wanted ratio of the fidelity term to the chance-level cross-entropy at the start.
-        n_classes: number of manipulation classes.
-    """
-    import math
-
-    mse0 = PIXEL_SCALE**2 * 10 ** (-psnr_db / 10)
-    return share * math.log(n_classes) / mse0
