@@ -100,3 +100,30 @@ def test_compare_pipelines(raws, run_dir, capsys):
     assert main(["compare-pipelines", str(raws[0]), "--pipelines", "none", "--model", str(run_dir)]) == 0
     assert "inet (tiny)" in capsys.readouterr().out
     assert main(["compare-pipelines", str(raws[0]), "--pipelines", "darktable"]) == 2
+
+
+def test_export_writes_a_shippable_nip(tmp_path, data_dir, capsys) -> None:
+    code = main(["train", "nip", "--data", str(data_dir), "--nip", "inet", "--max-epochs", "2", "--set",
+                 "val_images=1", "--set", "val_every=1", "--out", str(tmp_path), "--name", "run", "--no-progress",
+                 "--export", str(tmp_path / "shipped" / "inet-tiny")])
+    assert code == 0 and "exported:" in capsys.readouterr().out
+    assert (tmp_path / "shipped" / "inet-tiny.safetensors").is_file()
+    record = json.loads((tmp_path / "shipped" / "inet-tiny.json").read_text())
+    assert record["nip"] == "inet" and record["summary"]["steps"] == 2
+    assert record["command"].startswith("neuralimaging train nip --data ") and "--export" in record["command"]
+    assert "init_run" not in record
+
+
+def test_export_records_the_run_it_started_from(tmp_path, data_dir, capsys) -> None:
+    """A NIP trained on from another run's checkpoint (a two-phase recipe) records that run and step."""
+    common = ["--data", str(data_dir), "--nip", "inet", "--set", "val_images=1", "--set", "val_every=1",
+              "--out", str(tmp_path), "--no-progress"]
+    assert main(["train", "nip", *common, "--name", "first", "--max-epochs", "4", "--max-steps", "2"]) == 0
+    first = tmp_path / "first" / "checkpoints" / "step-000000002" / "nip.safetensors"
+    assert first.is_file()
+    assert main(["train", "nip", *common, "--name", "second", "--max-epochs", "1", "--set", f"init={first}",
+                 "--export", str(tmp_path / "shipped" / "inet-two")]) == 0
+    record = json.loads((tmp_path / "shipped" / "inet-two.json").read_text())
+    assert record["init_run"]["step"] == 2
+    assert record["init_run"]["run"] == str(tmp_path / "first")
+    assert record["init_run"]["config"]["max_epochs"] == 4

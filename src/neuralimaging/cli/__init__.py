@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line, for records of how a file was made
     keep_freed_memory()
     try:
         return int(args.func(args) or 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,9 @@ def _register_nip(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--patch", type=int, help="RAW patch side (the RGB target is twice as large)")
     parser.add_argument("--max-epochs", type=int, help="epoch cap")
     parser.add_argument("--max-time", type=float, dest="max_time_s", help="wall-clock budget in seconds")
+    parser.add_argument("--export", type=Path, metavar="FILE",
+                        help="when the run has finished, write its NIP to FILE.safetensors with its provenance "
+                        "(FILE.json): the form of the NIPs that ship with the package")
     parser.set_defaults(func=run_nip)
 
 
@@ -110,16 +114,24 @@ def run_nip(args: argparse.Namespace) -> int:
     name = args.name or f"nip-{config['nip']}-{config['preset']}-{config_hash({k: v for k, v in config.items() if k != 'max_steps'})[:8]}"
     run_dir = args.out / name
     summary = train_nip(config, run_dir, resume=args.resume, device=args.device, progress=not args.no_progress)
+    exported = None
+    if args.export is not None and summary["stopped"] != "max_steps":
+        from neuralimaging.experiments.train_nip import export_nip
+
+        exported = export_nip(run_dir, args.export, command=shlex.join(["neuralimaging", *args.argv]))
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
     print(f"run: {run_dir}")
     print(f"nip {summary['nip']} ({summary['preset']}): {summary['steps']} steps, {summary['epochs']} epochs, "
           f"stopped: {summary['stopped']}")
-    print(f"validation PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.4f}, loss {summary['val_loss']:.3f}; "
+    print(f"validation PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.4f} ({summary['fidelity']}), "
+          f"loss {summary['val_loss']:.3f}; "
           f"{summary['wall_time_s']:.1f} s")
     if summary["stopped"] == "max_steps":
         print("stopped at --max-steps; continue with --resume")
+    if exported is not None:
+        print(f"exported: {exported} (+ {exported.with_suffix('.json').name})")
     return 0
 
 
@@ -172,6 +184,8 @@ def run_manipulation(args: argparse.Namespace) -> int:
         return 0
     label = "F+N" if summary["mode"] == "fan,nip" else "F"
     print(f"{label}: accuracy {summary['accuracy']:.3f} +- {summary['accuracy_se']:.3f} on {summary['n_validation']} "
-          f"decisions after {summary['steps']} steps; NIP PSNR {summary['psnr_start']:.2f} -> {summary['psnr']:.2f} dB "
-          f"(SSIM {summary['ssim']:.4f}); {summary['wall_time_s']:.1f} s")
+          f"validation decisions ({resolved['patch']}x{resolved['patch']} FAN patches) after {summary['steps']} steps; "
+          f"NIP PSNR {summary['psnr_start']:.2f} -> {summary['psnr']:.2f} dB (SSIM {summary['ssim']:.4f}); "
+          f"{summary['wall_time_s']:.1f} s")
+    print(f"PSNR / SSIM: {summary['fidelity']}; measure the test split with `neuralimaging evaluate {run_dir}`")
     return 0

@@ -102,7 +102,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "amp": "auto",
         "channels_last": True,
         "steps_per_epoch": 1,
-        "max_epochs": 15000,
+        "max_epochs": 10000,
         "val_every": 500,
         "stop_rel_change": 0.0,
     },
@@ -516,7 +516,8 @@ def export_nip(run_dir: str | os.PathLike[str], out_file: str | os.PathLike[str]
     """Write a finished run's NIP as a shippable weights file (``.safetensors``) with its provenance (``.json``).
 
     The JSON records the NIP and its options, the run's config and summary, the dataset's camera, settings
-    and split, and the keyword arguments given (e.g. ``recreate``: the command that makes the file again).
+    and split, the run it started from when ``init`` is another run's checkpoint (``init_run``), and the
+    keyword arguments given (e.g. ``command``: the command that made it).
     """
     from safetensors.torch import save_file
 
@@ -540,6 +541,11 @@ def export_nip(run_dir: str | os.PathLike[str], out_file: str | os.PathLike[str]
         dataset = Dataset.load(config["data"])
         record["dataset"] = {"camera": dataset.camera, "settings": dataset.settings,
                              **{name: [s.name for s in getattr(dataset, name)] for name in ("train", "val", "test")}}
+    init = Path(str(config.get("init") or ""))
+    if init.suffix == ".safetensors" and init.parent.parent.name == "checkpoints" and init.parent.name.startswith("step-"):
+        earlier = RunDir(init.parent.parent.parent)  # started from another run's checkpoint: record that run too
+        record["init_run"] = {"run": str(earlier.path), "step": int(init.parent.name[len("step-"):]),
+                              "config": earlier.read_config() if earlier.config_path.is_file() else None}
     record.update(provenance)
     tmp = out.with_name(f".{out.name}.tmp")
     save_file(state, str(tmp))
