@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "compare_pipelines", "PSNR/SSIM of the python, libraw and NIP pipelines against the python-ISP target"
     ),
     "data": ("data", "virtual-camera RAW files and training datasets"),
-    "demo": ("demo", "virtual camera -> dataset -> NIP pre-training -> F and F+N runs -> summary and HTML report"),
+    "demo": ("demo", "virtual camera -> dataset -> pre-trained NIP -> F and F+N -> test split, summary and HTML report"),
     "develop": ("develop", "develop RAW files into PNG images with a standard pipeline"),
     "evaluate": ("evaluate", "manipulation-detection accuracy of a trained run under libjpeg or another JPEG quality"),
     "jpeg": ("jpeg", "differentiable JPEG tools"),

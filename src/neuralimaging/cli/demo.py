@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Any
 
 from neuralimaging.acquisition.virtual_camera import CAMERAS
-from neuralimaging.experiments.demo import DEMO_CAMERA, run_demo
+from neuralimaging.experiments.demo import DEMO_CAMERA, SUMMARY, run_demo
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "demo",
         parents=[common],
-        help="virtual camera -> dataset -> NIP pre-training -> F and F+N runs -> summary and HTML report",
-        description="Run the paper's main experiment end to end on the offline default data. Rerunning resumes.",
+        help="virtual camera -> dataset -> pre-trained NIP -> F and F+N -> test split, summary and HTML report",
+        description="Run the paper's main experiment end to end on the offline default data and measure it on "
+        "the held-out test split. Rerunning resumes.",
     )
     parser.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
     parser.add_argument("--camera", default=DEMO_CAMERA, choices=sorted(CAMERAS), help="virtual camera profile")
@@ -23,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.set_defaults(func=run)
 
 
-def _fmt(value: float | None, pattern: str) -> str:
+def _fmt(value: Any, pattern: str) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else pattern.format(value)
 
 
@@ -31,15 +33,19 @@ def run(args: argparse.Namespace) -> int:
     summary = run_demo(
         args.out, camera=args.camera, photos=args.photos, device=args.device, sweep_file=args.sweep, log=print
     )
-    print("\nSummary")
-    for entry in summary["pretrain"]:
-        print(f"  pre-trained NIP  {entry['run']}: PSNR {_fmt(entry['psnr'], '{:.2f}')} dB, SSIM {_fmt(entry['ssim'], '{:.4f}')}")
-    for entry in summary["joint"]:
-        mode = entry["mode"] if entry["mode"] == "F" else f"{entry['mode']} (lambda_nip {entry['lambda_nip']:g})"
-        print(
-            f"  {mode:<28} accuracy {_fmt(entry['accuracy'], '{:.3f}')}  PSNR {_fmt(entry['psnr'], '{:.2f}')} dB"
-            f"  SSIM {_fmt(entry['ssim'], '{:.4f}')}  ({_fmt(entry['wall_time_s'], '{:.0f}')} s)  {entry['run']}"
-        )
+    print(f"\nSummary, {summary['split']} split ({SUMMARY} in {args.out})")
+    print(f"  PSNR / SSIM: {summary['fidelity']}")
+    nip = summary["nip"]
+    if nip:
+        print(f"  pre-trained NIP {nip['name']} ({nip['run']}): PSNR {_fmt(nip['psnr_db'], '{:.2f}')} dB, "
+              f"SSIM {_fmt(nip['ssim'], '{:.4f}')}")
+    for entry in summary["runs"]:
+        mode = "F" if entry["mode"] == "F" else f"F+N (lambda_nip {entry['lambda_nip']:g})"
+        print(f"  {mode:<26} accuracy {_fmt(entry['accuracy'], '{:.3f}')} (dJPEG), "
+              f"{_fmt(entry['accuracy_libjpeg'], '{:.3f}')} (libjpeg q{entry['quality']}); "
+              f"PSNR {_fmt(entry['psnr_db'], '{:.2f}')} dB, SSIM {_fmt(entry['ssim'], '{:.4f}')}  {entry['run']}")
+    print(f"  accuracy over {summary['runs'][0]['patches'] if summary['runs'] else 0} decisions per run; "
+          f"{summary['repetitions']} repetition(s)")
     timings = ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in summary["timings"].items())
     print(f"  time: {timings}")
     print(f"\nOutputs: runs in {summary['runs_dir']}; report: {summary['report']}")

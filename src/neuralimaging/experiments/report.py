@@ -28,6 +28,7 @@ import pandas as pd
 
 from neuralimaging import __version__
 from neuralimaging.experiments import plots
+from neuralimaging.experiments.fidelity import DEFINITION
 from neuralimaging.experiments.results import aggregate, collect, paper_table
 from neuralimaging.experiments.rundir import atomic_write_text
 from neuralimaging.experiments.sweep import sweep_status
@@ -102,6 +103,29 @@ def _groups(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
             for key, part in keyed.groupby(cols, sort=False)]
 
 
+def _test_summary(runs_dir: Path) -> dict[str, Any] | None:
+    """The demo's test-split summary next to the runs folder (``../summary.json``), as table rows."""
+    from neuralimaging.experiments.demo import SUMMARY
+
+    path = runs_dir / ".." / SUMMARY
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("split") != "test":
+        return None
+    rows = []
+    nip = summary.get("nip") or {}
+    if nip:
+        rows.append({"run": nip.get("run"), "mode": "pre-trained NIP", "lambda_nip": "-", "accuracy": "-",
+                     "accuracy (libjpeg)": "-", "PSNR (dB)": nip.get("psnr_db"), "SSIM": nip.get("ssim")})
+    for entry in summary.get("runs") or []:
+        rows.append({"run": entry.get("run"), "mode": entry.get("mode"), "lambda_nip": entry.get("lambda_nip", "-"),
+                     "accuracy": entry.get("accuracy"), "accuracy (libjpeg)": entry.get("accuracy_libjpeg"),
+                     "PSNR (dB)": entry.get("psnr_db"), "SSIM": entry.get("ssim")})
+    return {"fidelity": summary.get("fidelity"), "rows": rows} if rows else None
+
+
 def build_report(runs_dir: str | os.PathLike[str], *, title: str | None = None, artifacts: bool = True,
                  artifact_patches: int = 3, device: str = "cpu") -> tuple[str, dict[str, Any]]:
     """The report's HTML text and facts about it (``runs``, ``figures``, ``notes``).
@@ -123,6 +147,15 @@ def build_report(runs_dir: str | os.PathLike[str], *, title: str | None = None, 
     out.add(f"<p>Runs folder <code>{html.escape(str(runs_dir.resolve()))}</code>; generated {now} by "
             f"neuralimaging {html.escape(__version__)}. Paper: Korus &amp; Memon, <i>Neural Imaging Pipelines - "
             f"the Scourge or Hope of Forensics?</i></p>")
+    out.add("<p>How the figures are measured (docs/measuring.md): accuracy is the share of correct decisions of "
+            "the FAN on fixed patches, each in every manipulation class after the channel; PSNR and SSIM: "
+            f"{html.escape(DEFINITION)}. The per-run figures below are those of each run's validation split.</p>")
+    test = _test_summary(runs_dir)
+    if test:
+        out.add("<h2>Test split</h2>")
+        out.add(f"<p>Held-out test images, measured after training (<code>summary.json</code>); PSNR / SSIM: "
+                f"{html.escape(str(test.get('fidelity')))}.</p>")
+        out.add(_table(pd.DataFrame(test["rows"])))
 
     # 1. status
     out.add("<h2>Status</h2>")
