@@ -5,12 +5,14 @@ This script makes the default data (bundled photos, ``nikon-d90``) with the lens
 trains INet on each, and reports the validation fidelity (whole images, ``experiments.fidelity``). Run by hand
 (never in the test suite)::
 
-    .venv/bin/python benchmarks/virtual_camera.py sweep [--sigmas 0,0.3,0.6,1,1.5,2] [--shots 4] [--work DIR]
-    .venv/bin/python benchmarks/virtual_camera.py paper [--shots 16] [--work DIR] [--max-time 5400]
+    .venv/bin/python benchmarks/virtual_camera.py sweep [--sigmas 0,0.3,0.6,1,1.5,2] [--exact-gamma 0.6]
+        [--ablations] [--work DIR]
+    .venv/bin/python benchmarks/virtual_camera.py paper [--shots 8] [--work DIR] [--max-time 5400]
 
 ``sweep`` trains each INet with a short schedule (Adam lr 1e-3 with a cosine decay to 1e-5 over 3,000 steps
-of 20 patches of 64x64 RAW), and also an INet whose two gamma layers are replaced by the exact curve
-``x ** (1/2.2)`` (a diagnostic, not a NIP of the paper: it shows what the rest of INet could reach).
+of 20 patches of 64x64 RAW) and, at the ``--exact-gamma`` sigmas, an INet whose two gamma layers are
+replaced by the exact curve ``x ** (1/2.2)`` (a diagnostic, not a NIP of the paper: it shows what the rest of
+INet could reach).
 ``paper`` trains INet with the ``paper`` preset unchanged (lr 1e-4, the paper's stopping rule) on the profile's
 own optics, and prints its validation PSNR. Both print one JSON line per run and a Markdown table.
 """
@@ -30,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from neuralimaging.acquisition import nip as nip_module
+from neuralimaging.acquisition import virtual_camera
 from neuralimaging.acquisition.virtual_camera import get_camera, optics_mtf, synthesize
 from neuralimaging.data.dataset import Dataset, prepare
 from neuralimaging.data.patches import sample_patches
@@ -63,10 +66,19 @@ def mtf50(psf_sigma: float, olpf: float) -> float:
     return float(freqs[below[0]]) if below.size else 0.5
 
 
-def make_data(work: Path, psf_sigma: float, shots: int) -> Path:
-    camera = dataclasses.replace(get_camera("nikon-d90"), psf_sigma=psf_sigma)
-    folder = work / f"psf-{psf_sigma:g}"
-    synthesize("default", camera, folder / "raw", shots_per_photo=shots, seed=0)
+def make_data(work: Path, psf_sigma: float, shots: int, olpf: float = 1.0, tone_curve: bool = True) -> Path:
+    """The default photos through the ``nikon-d90`` profile with other optics (or no inverse tone curve)."""
+    camera = dataclasses.replace(get_camera("nikon-d90"), psf_sigma=psf_sigma, olpf=olpf)
+    name = f"psf-{psf_sigma:g}" + ("" if olpf == 1.0 else f"-olpf-{olpf:g}") + ("" if tone_curve else "-no-tone")
+    folder = work / name
+    if not tone_curve:  # an ablation: the photos' rendered tone curve left in the RAW data
+        original = virtual_camera.inverse_tone_curve
+        virtual_camera.inverse_tone_curve = lambda rgb: np.clip(np.asarray(rgb, dtype=np.float64), 0.0, 1.0)
+    try:
+        synthesize("default", camera, folder / "raw", shots_per_photo=shots, seed=0)
+    finally:
+        if not tone_curve:
+            virtual_camera.inverse_tone_curve = original
     prepare(folder / "raw", folder / "data", camera="nikon-d90", workers=2)
     return folder / "data"
 
@@ -89,14 +101,20 @@ def short_schedule(model: nn.Module, dataset: Dataset, steps: int = 3000, lr: fl
 
 def sweep(args: argparse.Namespace) -> list[dict]:
     rows = []
-    for sigma in [float(v) for v in args.sigmas.split(",")]:
-        dataset = Dataset.load(make_data(args.work, sigma, args.shots))
+    settings = [(float(v), 1.0, True) for v in args.sigmas.split(",") if v]
+    if args.ablations:  # no optics at all; the profile's optics without undoing the photos' tone curve
+        settings += [(0.0, 0.0, True), (get_camera("nikon-d90").psf_sigma, 1.0, False)]
+    for sigma, olpf, tone_curve in settings:
+        dataset = Dataset.load(make_data(args.work, sigma, args.shots, olpf, tone_curve))
         matrix = np.asarray(dataset.train[0].meta["cam_to_srgb"], dtype=np.float32)
         val = fidelity_images(dataset.val)
-        row: dict = {"psf_sigma": sigma, "olpf": 1.0, "mtf50": round(mtf50(sigma, 1.0), 3),
+        row: dict = {"psf_sigma": sigma, "olpf": olpf, "tone_curve": tone_curve, "mtf50": round(mtf50(sigma, olpf), 3),
                      "train_images": len(dataset.train), "val_images": len(val)}
         row["inet_init_psnr"] = round(nip_fidelity(nip_module.INet(matrix), val)["psnr"], 2)
-        for name, model in (("inet", nip_module.INet(matrix)), ("exact_gamma", ExactGammaINet(matrix))):
+        models = [("inet", nip_module.INet(matrix))]
+        if tone_curve and olpf == 1.0 and sigma in [float(v) for v in args.exact_gamma.split(",") if v]:
+            models.append(("exact_gamma", ExactGammaINet(matrix)))
+        for name, model in models:
             seconds = short_schedule(model, dataset)
             fidelity = nip_fidelity(model, val)
             row[f"{name}_psnr"] = round(fidelity["psnr"], 2)
@@ -105,12 +123,14 @@ def sweep(args: argparse.Namespace) -> list[dict]:
             row[f"{name}_seconds"] = round(seconds, 1)
         print(json.dumps(row), flush=True)
         rows.append(row)
-    print("\n| psf_sigma (px) | MTF50 (cycles/px) | INet before training (dB) | INet PSNR (dB) | INet SSIM | "
-          "INet, exact gamma (dB) |")
-    print("|---|---|---|---|---|---|")
+    print("\n| psf_sigma (px) | OLPF (px) | inverse tone curve | MTF50 (cycles/px) | INet before training (dB) | "
+          "INet PSNR (dB) | INet SSIM | INet, exact gamma (dB) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['psf_sigma']:g} | {r['mtf50']:.3f} | {r['inet_init_psnr']:.2f} | {r['inet_psnr']:.2f} +- "
-              f"{r['inet_psnr_std']:.2f} | {r['inet_ssim']:.4f} | {r['exact_gamma_psnr']:.2f} |")
+        exact = f"{r['exact_gamma_psnr']:.2f}" if "exact_gamma_psnr" in r else "-"
+        print(f"| {r['psf_sigma']:g} | {r['olpf']:g} | {'yes' if r['tone_curve'] else 'no'} | {r['mtf50']:.3f} | "
+              f"{r['inet_init_psnr']:.2f} | {r['inet_psnr']:.2f} +- {r['inet_psnr_std']:.2f} | {r['inet_ssim']:.4f} | "
+              f"{exact} |")
     return rows
 
 
@@ -131,8 +151,11 @@ def main() -> None:
     one = commands.add_parser("sweep", help="INet fidelity against the lens blur")
     one.add_argument("--sigmas", default="0,0.3,0.6,1,1.5,2")
     one.add_argument("--shots", type=int, default=4, help="shots per photo (default 4)")
+    one.add_argument("--exact-gamma", default="0.6", help="sigmas at which to train the exact-gamma INet too")
+    one.add_argument("--ablations", action="store_true",
+                     help="also: no optics at all, and the profile's optics without the inverse tone curve")
     two = commands.add_parser("paper", help="INet with the paper preset on the profile's optics")
-    two.add_argument("--shots", type=int, default=16, help="shots per photo (default 16, as the demo)")
+    two.add_argument("--shots", type=int, default=8, help="shots per photo (default 8, as the demo)")
     two.add_argument("--max-time", type=float, default=5400.0, help="wall-clock cap in seconds")
     for sub in (one, two):
         sub.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "ni-virtual-camera")
