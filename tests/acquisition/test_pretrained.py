@@ -66,8 +66,8 @@ def test_a_wrong_weights_file_is_a_one_line_error(tmp_path: Path) -> None:
 def test_the_shipped_dnet_develops_an_unseen_test_scene_as_recorded(tmp_path: Path, photo_paths) -> None:
     """A fresh full-size D90 shot of a test-split scene develops within a few dB of the validation figure.
 
-    The scenes differ in difficulty (the demo's test split measures 2-5 dB below the validation scene), so the
-    bound is loose; broken or mismatched weights land far below it.
+    The scenes differ in difficulty (the test split measures about 2.5 dB below the validation scene), so
+    the bound is loose; broken or mismatched weights land far below it.
     """
     from neuralimaging.acquisition.virtual_camera import synthesize
     from neuralimaging.data.dataset import Dataset, prepare
