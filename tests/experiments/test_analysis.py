@@ -110,6 +110,19 @@ class TestWindows:
         wide = photo.astype(np.uint16) * 257
         np.testing.assert_allclose(window_log_probs(analyzer, wide), window_log_probs(analyzer, photo), atol=1e-5)
 
+    def test_bands_bound_the_memory(self) -> None:
+        # a tall photo: each band holds at most `rows` window rows, and all bands together every window once
+        from neuralimaging.experiments.analysis import _bands
+
+        pixels = np.random.default_rng(0).integers(0, 256, (1000, 64, 3), dtype=np.uint8)
+        bands = list(_bands(pixels, 16, 8, rows=3))
+        assert [first for first, _ in bands] == list(range(0, 124, 3))
+        assert max(windows.shape[0] for _, windows in bands) == 3 * 7
+        assert sum(windows.shape[0] for _, windows in bands) == 124 * 7
+        first, windows = bands[5]
+        want = pixels[(first + 1) * 8 : (first + 1) * 8 + 16, 8:24].transpose(2, 0, 1) / 255.0
+        np.testing.assert_allclose(windows[8].numpy(), want, atol=1e-6)
+
     def test_photo_smaller_than_a_window(self, tiny_fan_run) -> None:
         with pytest.raises(InputError, match="smaller than the FAN's 16x16 window"):
             window_log_probs(load_analyzer(tiny_fan_run), np.zeros((15, 40, 3), np.uint8))
