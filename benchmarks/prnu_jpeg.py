@@ -19,6 +19,7 @@ into the same model's other body and the other model.
 
     python benchmarks/prnu_jpeg.py --work /tmp/prnu-jpeg                  # data (first run) + all settings
     python benchmarks/prnu_jpeg.py --work /tmp/prnu-jpeg --settings default,grid8 --json out.json
+    python benchmarks/prnu_jpeg.py --work /tmp/prnu-jpeg --crop 512      # quarter shots: 4x faster, PCE ~4x lower
 """
 
 from __future__ import annotations
@@ -129,10 +130,17 @@ def make_data(work: Path) -> dict[str, dict[str, list[Path]]]:
     return data
 
 
+CROP: int | None = None
+"""Side of the top-left square the shots are cut to before compression (``--crop``); None keeps them whole."""
+
+
 def jpeg(path: Path, quality: int) -> np.ndarray:
-    """The developed shot saved by libjpeg at ``quality`` (4:2:0) and decoded: float32 ``(3, H, W)``."""
+    """The developed shot (cut to :data:`CROP`) saved by libjpeg at ``quality`` (4:2:0) and decoded:
+    float32 ``(3, H, W)``."""
     buffer = io.BytesIO()
     with Image.open(path) as image:
+        if CROP:
+            image = image.crop((0, 0, CROP, CROP))
         image.convert("RGB").save(buffer, format="JPEG", quality=quality)
     buffer.seek(0)
     with Image.open(buffer) as decoded:
@@ -150,6 +158,8 @@ SETTINGS: dict[str, Setting] = {
     "grid8": {"period": 8},
     "saturation": {"saturation": 254 / 255},
     "whiten": {"weighted": 16},
+    "whiten+saturation": {"weighted": 16, "saturation": 254 / 255, "floor": 1.0},
+    "whiten0.1+saturation": {"weighted": 16, "saturation": 254 / 255, "floor": 0.1},
     "template-k": {"template": "k"},
 }
 
@@ -170,12 +180,14 @@ def _zero_mean_period(period: int) -> Callable[..., np.ndarray]:
     return zero_mean if period != 2 else original
 
 
-def _local_whiten(residual: np.ndarray, window: int) -> np.ndarray:
-    """``W / local var(W)`` over ``window x window`` boxes: the matched filter under noise whose variance varies."""
+def _local_whiten(residual: np.ndarray, window: int, floor: float | None = None) -> np.ndarray:
+    """``W / (local var(W) + floor x median)`` over ``window x window`` boxes: the matched filter under noise
+    whose variance varies (``floor`` None: 1e-3 x the mean variance)."""
     from scipy.ndimage import uniform_filter
 
     var = uniform_filter(residual.astype(np.float64) ** 2, window, mode="reflect")
-    return (residual / (var + 1e-3 * var.mean())).astype(np.float32)
+    regular = 1e-3 * var.mean() if floor is None else floor * float(np.median(var))
+    return (residual / (var + regular)).astype(np.float32)
 
 
 def run_setting(setting: Setting, data: dict, quality: int, cache: dict) -> dict:
@@ -204,7 +216,7 @@ def run_setting(setting: Setting, data: dict, quality: int, cache: dict) -> dict
     rows = []
     for (body, stem), (image, residual) in residuals.items():
         if weighted:
-            residual = _local_whiten(residual, weighted)
+            residual = _local_whiten(residual, weighted, setting.get("floor"))  # type: ignore[arg-type]
         for model_body, k in fingerprints.items():
             if setting.get("template") == "k":  # prnu-python's: W against K alone, no intensity
                 pce = prnu.pce(prnu.crosscorr(residual, k), radius=radius).pce
@@ -229,6 +241,7 @@ def summarize(rows: list[dict]) -> dict:
         "same_photos": len(same),
         "sibling_max": max(sibling),
         "other_model_max": max(other),
+        "other_strongest": max((r for r in rows if r["photo_body"] != r["fingerprint"]), key=lambda r: r["pce"]),
         "rows": rows,
     }
 
@@ -239,7 +252,10 @@ def main() -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated setting names")
     parser.add_argument("--qualities", default=",".join(map(str, QUALITIES)))
     parser.add_argument("--json", default=None, help="write all figures here")
+    parser.add_argument("--crop", type=int, default=None, help="cut the shots to their top-left CROP x CROP pixels")
     args = parser.parse_args()
+    global CROP
+    CROP = args.crop
     start = time.perf_counter()
     data = make_data(Path(args.work))
     print(f"data ready in {time.perf_counter() - start:.0f} s")
@@ -256,6 +272,11 @@ def main() -> None:
                   f"{figures['same_below_60']}/{figures['same_photos']} <= 60; min by kind: {kinds}) | "
                   f"other body max {figures['sibling_max']:.1f}, other model max {figures['other_model_max']:.1f} "
                   f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+            strongest = figures["other_strongest"]
+            print(f"    strongest other-camera: {strongest['photo_body']}/{strongest['photo']} against "
+                  f"{strongest['fingerprint']}: {strongest['pce']:.1f}", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
 

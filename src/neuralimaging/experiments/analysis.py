@@ -75,7 +75,7 @@ SMOOTHING = 0.01
 """Each window posterior is mixed with the uniform distribution by this weight before taking logarithms, so
 that no single over-confident window can decide a photo (a log ratio is bounded by ``log(1 + C / 0.01)``)."""
 
-DEFAULT_TEMPERATURE = 0.05
+DEFAULT_TEMPERATURE = 0.03
 """Evidence temperature used without a calibration file (fitted on the validation photos of the demo's F+N
 run; ``docs/analysis.md``). A run's own calibration (:func:`fit_calibration`) should replace it."""
 
@@ -494,18 +494,25 @@ def write_overlay(path: str | os.PathLike[str], pixels: np.ndarray, result: Phot
     alpha = (0.6 * manipulated[np.ix_(ys, xs)])[..., None]
     tint = colours[kind[np.ix_(ys, xs)]]
     blended = (base * (1 - alpha) + tint * alpha).round().clip(0, 255).astype(np.uint8)
-    strip = 18
-    canvas = Image.new("RGB", (size[0], size[1] + strip), (255, 255, 255))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    items = [(f"{result.decision} {result.confidence:.2f} |", None)]
+    items += [(name, tuple(int(v) for v in colours[index + 1])) for index, name in enumerate(result.classes[1:])]
+    places, x, line = [], 4, 0
+    for text, colour in items:  # legend entries left to right, wrapped to the photo's width
+        width = int(measure.textlength(text)) + (13 if colour else 0) + 8
+        if x > 4 and x + width > size[0]:
+            x, line = 4, line + 1
+        places.append((x, line, text, colour))
+        x += width
+    canvas = Image.new("RGB", (size[0], size[1] + 15 * (line + 1) + 3), (255, 255, 255))
     canvas.paste(Image.fromarray(blended, "RGB"), (0, 0))
     draw = ImageDraw.Draw(canvas)
-    x = 4
-    label = f"{result.decision} {result.confidence:.2f} |"
-    draw.text((x, size[1] + 3), label, fill=(0, 0, 0))
-    x += int(draw.textlength(label)) + 6
-    for index, name in enumerate(result.classes[1:]):
-        draw.rectangle((x, size[1] + 4, x + 10, size[1] + 14), fill=tuple(int(v) for v in colours[index + 1]))
-        draw.text((x + 13, size[1] + 3), name, fill=(0, 0, 0))
-        x += 13 + int(draw.textlength(name)) + 8
+    for x, line, text, colour in places:
+        top = size[1] + 3 + 15 * line
+        if colour is not None:
+            draw.rectangle((x, top + 1, x + 10, top + 11), fill=colour)
+            x += 13
+        draw.text((x, top), text, fill=(0, 0, 0))
     import io
 
     buffer = io.BytesIO()
