@@ -10,6 +10,7 @@ figures (JSON) and a few example overlays to ``--out``.
     python benchmarks/analysis.py RUN_F RUN_FN --out /tmp/analysis             # e.g. make demo's two runs
     python benchmarks/analysis.py RUN_F RUN_FN --out /tmp/analysis --limit 8   # fewer images, faster
     python benchmarks/analysis.py --big 6000x4000 RUN_FN --out /tmp/analysis   # time and memory of one big photo
+    python benchmarks/analysis.py --big 6000x4000 --stride 32 RUN_FN --out /tmp/analysis   # 4x fewer windows
 """
 
 from __future__ import annotations
@@ -63,14 +64,14 @@ def evaluate_runs(runs: list[str], out: Path, limit: int | None, examples: int) 
     return results
 
 
-def big_photo(run: str, size: str, batch: int) -> dict:
+def big_photo(run: str, size: str, batch: int, stride: int | None = None) -> dict:
     """Time and peak memory of analysing one synthetic photo of ``size`` (noise-textured, uint8)."""
     from neuralimaging.experiments.analysis import analyze_photo, load_analyzer
 
     height, width = (int(v) for v in size.lower().split("x"))
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    analyzer = load_analyzer(run)
+    analyzer = load_analyzer(run, stride=stride)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     cpu = time.process_time()
@@ -94,13 +95,14 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=2, help="test images whose photos and overlays are kept")
     parser.add_argument("--big", default=None, metavar="HxW", help="only time one synthetic photo of this size")
     parser.add_argument("--batch", type=int, default=256, help="windows per FAN pass (--big)")
+    parser.add_argument("--stride", type=int, default=None, help="window stride (--big; default: the run's)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                "processor": platform.processor() or platform.machine()}
     if args.big:
-        figures = {"machine": machine, "big": big_photo(args.runs[0], args.big, args.batch)}
+        figures = {"machine": machine, "big": big_photo(args.runs[0], args.big, args.batch, args.stride)}
         (out / "big.json").write_text(json.dumps(figures, indent=1))
         return
     results = evaluate_runs(args.runs, out, args.limit, args.examples)
