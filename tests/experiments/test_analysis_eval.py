@@ -15,6 +15,7 @@ from neuralimaging.experiments.analysis import load_analyzer
 from neuralimaging.experiments.analysis_eval import (
     REGION_FRACTION,
     evaluate_analysis,
+    example_overlays,
     fit_run_calibration,
     localization_scores,
     resolve_images,
@@ -142,3 +143,22 @@ def test_evaluate_analysis(fan_run, tmp_path) -> None:
     fitted = fit_run_calibration(fan_run, "val")
     assert fitted.temperature == pytest.approx(result["aggregations"]["mixture"]["calibration"]["temperature"])
     assert load_analyzer(fan_run, calibration=fitted).calibration is fitted
+
+
+def test_example_overlays(fan_run) -> None:
+    import io
+
+    from PIL import Image
+
+    overlays = example_overlays(fan_run, "val", count=1, seed=2)
+    workflow, config = load_workflow(fan_run, channel=_channel_twin("down:2,jpeg:50", "libjpeg", None))
+    sample = sorted(Dataset.load(config["data"]).val, key=lambda s: s.name)[0]
+    photos = list(shared_photos(workflow, [sample], seed=2))
+    assert [name for name, _, _ in overlays] == [p.name for p in photos]
+    for (_, png, caption), photo in zip(overlays, photos, strict=True):
+        with Image.open(io.BytesIO(png)) as image:
+            assert image.format == "PNG" and image.width == photo.pixels.shape[1] and image.height > photo.pixels.shape[0]
+        truth = workflow.class_names[photo.label]
+        assert f"true {truth}" in caption and ("region" in caption) == bool(photo.label)
+    with pytest.raises(InputError, match="count must be at least 1, got 0"):
+        example_overlays(fan_run, count=0)

@@ -58,6 +58,7 @@ __all__ = [
     "fit_calibration",
     "load_analyzer",
     "load_calibration",
+    "overlay_png",
     "posterior",
     "save_calibration",
     "window_log_probs",
@@ -472,9 +473,15 @@ def analyze_photo(analyzer: Analyzer, pixels: np.ndarray, *, batch: int = 256) -
 
 
 def write_overlay(path: str | os.PathLike[str], pixels: np.ndarray, result: PhotoAnalysis, *, max_side: int = 2048) -> Path:
+    """Write :func:`overlay_png` of the photo to ``path`` (atomically); returns the path."""
+    atomic_write_bytes(path, overlay_png(pixels, result, max_side=max_side))
+    return Path(path)
+
+
+def overlay_png(pixels: np.ndarray, result: PhotoAnalysis, *, max_side: int = 2048) -> bytes:
     """A PNG of the photo with the map laid over it: each cell tinted with its most probable manipulated
     class, opacity ``0.6 x P(manipulated)``, and a legend strip below. Photos longer than ``max_side`` pixels
-    are shown reduced to it. Written atomically; returns the path."""
+    are shown reduced to it."""
     from PIL import Image, ImageDraw
 
     photo = pixels if pixels.dtype == np.uint8 else (pixels.astype(np.float64) / 257.0).round().astype(np.uint8)
@@ -517,8 +524,7 @@ def write_overlay(path: str | os.PathLike[str], pixels: np.ndarray, result: Phot
 
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG", compress_level=1)
-    atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
+    return buffer.getvalue()
 
 
 def _npz_bytes(result: PhotoAnalysis, calibration: Calibration) -> bytes:

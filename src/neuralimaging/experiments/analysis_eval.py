@@ -36,10 +36,12 @@ from neuralimaging.experiments.analysis import (
     Analyzer,
     Calibration,
     PhotoAnalysis,
+    analyze_photo,
     cell_map,
     class_evidence,
     fit_calibration,
     load_analyzer,
+    overlay_png,
     posterior,
     window_log_probs,
     write_overlay,
@@ -57,6 +59,7 @@ __all__ = [
     "score_records",
     "fit_run_calibration",
     "evaluate_analysis",
+    "example_overlays",
 ]
 
 REGION_FRACTION = (0.1, 0.5)
@@ -445,3 +448,40 @@ def evaluate_analysis(
         "images": len(samples),
         "aggregations": results,
     }
+
+
+def example_overlays(
+    run_dir: str | os.PathLike[str],
+    images: str | Sequence[Any] = "val",
+    *,
+    count: int = 1,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> list[tuple[str, bytes, str]]:
+    """Overlays of :func:`shared_photos` photos (every class) of a run's first ``count`` images, analysed with
+    the default calibration.
+
+    Args:
+        run_dir: a ``train manipulation`` run whose dataset and NIP run are at hand.
+        images: split name (default ``"val"``) or a list of samples.
+        count: images to show (in turn per source photo).
+        seed: seed of the manipulated rectangles.
+        device: where to compute.
+
+    Returns:
+        ``(photo name, overlay PNG, caption)`` per photo, sample-major, class-minor.
+    """
+    from neuralimaging.experiments.fidelity import fidelity_images
+
+    if count < 1:
+        raise InputError(f"example_overlays: count must be at least 1, got {count}")
+    workflow, analyzer, config, _ = _setup(run_dir, None, device)
+    samples, _ = resolve_images(config["data"], images)
+    overlays = []
+    for photo in shared_photos(workflow, fidelity_images(samples, count), seed=seed):
+        result = analyze_photo(analyzer, photo.pixels)
+        truth = analyzer.classes[photo.label]
+        region = f", region {photo.mask.mean():.0%} of the photo" if photo.label else ""
+        caption = f"{photo.name}: true {truth}{region}; decision {result.decision} ({result.confidence:.2f})"
+        overlays.append((photo.name, overlay_png(photo.pixels, result), caption))
+    return overlays
