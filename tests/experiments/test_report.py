@@ -40,10 +40,13 @@ def test_sections_and_figures(report) -> None:
     path, facts = report
     html = path.read_text(encoding="utf-8")
     for heading in ("Status", "Aggregates over repetitions", "Accuracy vs fidelity (Fig. 9)", "Spread per configuration",
-                    "Training progress (Fig. 8)", "Confusion matrices (Table 4)", "Learned artifacts (Fig. 10)", "Every run"):
+                    "Training progress (Fig. 8)", "Confusion matrices (Table 4)", "Learned artifacts (Fig. 10)",
+                    "Whole-photo analysis", "Every run"):
         assert f"<h2>{heading}</h2>" in html, heading
-    # trade-off 1, box plots 2 (pretrain, joint; the failed stage has none), progress 2, confusion 2, artifacts 1
-    assert facts["figures"] == 8 and facts["notes"] == []
+    # trade-off 1, box plots 2 (pretrain, joint; the failed stage has none), progress 2, confusion 2, artifacts 1,
+    # whole-photo overlays 10 (one validation image in 5 classes, by the best F and the best F+N run)
+    assert facts["figures"] == 18 and facts["notes"] == []
+    assert html.count("; decision ") == 10 and "true native" in html
     assert facts["runs"] == 6 and facts["done"] == 5
     assert "failed: 1" in html and "broken/tiny/inet/000" in html and "no-such-dataset" in html
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
@@ -71,6 +74,11 @@ def test_opens_in_chromium_with_every_image_loaded(report, tmp_path) -> None:
     match = re.search(r'<div id="img-check">loaded=(\d+) total=(\d+)</div>', result.stdout)
     assert match, result.stdout[-2000:]
     assert int(match.group(1)) == int(match.group(2)) == facts["figures"]
+
+
+def test_without_the_analysis_section(tiny_sweep_runs) -> None:
+    page, facts = build_report(tiny_sweep_runs, artifacts=False, analysis_images=0)
+    assert "Whole-photo analysis" not in page and facts["figures"] == 7
 
 
 def test_report_of_an_empty_folder(tmp_path) -> None:

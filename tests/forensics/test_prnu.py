@@ -264,6 +264,22 @@ class TestMatching:
         assert max(r.pce for r in other) < prnu.PCE_THRESHOLD
         assert min(r.ncc for r in same) > 5 * max(abs(r.ncc) for r in other)
 
+    def test_clipped_pixels_left_out_of_the_template(self, cameras, fingerprint_a) -> None:
+        # an over-exposed shot: the template I K is zero wherever any channel reaches the saturation level
+        image = cameras["test_a"][0]
+        bright = np.clip(image * 1.8, 0.0, 1.0)
+        assert (bright.max(axis=0) >= 254 / 255).mean() > 0.1
+        masked = prnu.match(fingerprint_a, bright, saturation=254 / 255)
+        keep = bright.max(axis=0) < 254 / 255
+        residual = prnu.noise_residual(bright)
+        by_hand = prnu.pce(prnu.crosscorr(residual, prnu.to_gray(bright) * fingerprint_a * keep)).pce
+        assert masked.pce == pytest.approx(by_hand, rel=1e-5)
+        assert masked.pce != pytest.approx(prnu.match(fingerprint_a, bright, saturation=None).pce, rel=1e-3)
+        # nothing clipped: the mask changes nothing
+        image = cameras["test_a"][0] * 0.5
+        unmasked = prnu.match(fingerprint_a, image, saturation=None).pce
+        assert prnu.match(fingerprint_a, image, saturation=254 / 255).pce == pytest.approx(unmasked, rel=1e-6)
+
     def test_search_finds_shift(self, cameras, fingerprint_a) -> None:
         image = cameras["test_a"][0]
         residual = prnu.noise_residual(image)

@@ -25,6 +25,9 @@ from neuralimaging.errors import NeuralImagingError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "analyze": (
+        "analyze", "slide a trained FAN over whole photos: class-probability maps and image-level decisions"
+    ),
     "compare-pipelines": (
         "compare_pipelines", "PSNR/SSIM of the python, libraw and NIP pipelines against the python-ISP target"
     ),

@@ -9,7 +9,9 @@ archived as one file. Sections, each present when the runs hold what it needs:
 4. training progress of F and F+N runs per (camera, NIP) and of NIP pre-training runs (Fig. 8);
 5. confusion matrices per configuration, rendered and as text / LaTeX (Table 4);
 6. learned artifacts of the most accurate F+N run per (camera, NIP) (Fig. 10);
-7. every run as one row.
+7. whole-photo analysis: maps of a few photos with a manipulated region, by the most accurate F and F+N run
+   per (camera, NIP);
+8. every run as one row.
 """
 
 from __future__ import annotations
@@ -70,6 +72,20 @@ class _Sections:
     def add(self, text: str) -> None:
         self.parts.append(text)
 
+    def images(self, build: Callable[[], list[tuple[str, bytes, str]]], alt: str) -> None:
+        """Add the ``(alt, png, caption)`` images that ``build`` returns; a failure becomes a note."""
+        try:
+            images = build()
+        except Exception as error:  # noqa: BLE001 - one missing figure must not lose the whole report
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            note = f"{alt}: not drawn ({type(error).__name__}: {reason})"
+            self.notes.append(note)
+            self.parts.append(f'<p class="note">{html.escape(note)}</p>')
+            return
+        for name, png, caption in images:
+            self.parts.append(_img(png, name, caption))
+            self.figures += 1
+
     def figure(self, build: Callable[[], Any], alt: str, caption: str = "") -> None:
         try:
             fig = build()
@@ -127,7 +143,8 @@ def _test_summary(runs_dir: Path) -> dict[str, Any] | None:
 
 
 def build_report(runs_dir: str | os.PathLike[str], *, title: str | None = None, artifacts: bool = True,
-                 artifact_patches: int = 3, device: str = "cpu") -> tuple[str, dict[str, Any]]:
+                 artifact_patches: int = 3, analysis_images: int = 1,
+                 device: str = "cpu") -> tuple[str, dict[str, Any]]:
     """The report's HTML text and facts about it (``runs``, ``figures``, ``notes``).
 
     Args:
@@ -135,6 +152,7 @@ def build_report(runs_dir: str | os.PathLike[str], *, title: str | None = None, 
         title: heading (default: the folder name).
         artifacts: draw the learned-artifacts figure (develops a few patches with two NIPs).
         artifact_patches: patches per artifacts figure.
+        analysis_images: validation images per run in the whole-photo analysis section (0: no section).
         device: where the NIPs develop the artifact patches.
     """
     runs_dir = Path(runs_dir)
@@ -261,7 +279,11 @@ def build_report(runs_dir: str | os.PathLike[str], *, title: str | None = None, 
 
                 out.figure(build, f"artifacts {label}", f"{label}: run {best['run']}")
 
-        # 7. every run
+        # 7. whole-photo analysis
+        if analysis_images > 0:
+            _analysis_section(out, runs_dir, done, analysis_images, device)
+
+        # 8. every run
         out.add("<h2>Every run</h2>")
         out.add(_table(table))
     elif not table.empty:
@@ -277,6 +299,35 @@ def build_report(runs_dir: str | os.PathLike[str], *, title: str | None = None, 
     )
     facts = {"runs": int(len(table)), "done": int(len(done)), "figures": out.figures, "notes": out.notes}
     return page, facts
+
+
+def _analysis_section(out: _Sections, runs_dir: Path, done: pd.DataFrame, count: int, device: str) -> None:
+    """Overlays of ``count`` validation images per class by the most accurate F and F+N run per group."""
+    if "mode" not in done.columns or "accuracy" not in done.columns:
+        return
+    trained = done[done["mode"].isin(["F", "F+N"]) & done["accuracy"].notna()]
+    if trained.empty:
+        return
+    from neuralimaging.experiments.analysis import DEFAULT_TEMPERATURE
+    from neuralimaging.experiments.analysis_eval import REGION_FRACTION, example_overlays
+
+    low, high = REGION_FRACTION
+    out.add("<h2>Whole-photo analysis</h2>")
+    out.add(f"<p>Validation images developed by the run's NIP, a random rectangle ({low:.0%}-{high:.0%} of the "
+            "area) manipulated with each class (none for native), shared through the run's channel with libjpeg, "
+            "then analysed as <code>neuralimaging analyze</code> does: each cell tinted by its most probable "
+            "manipulated class at opacity 0.6 x P(manipulated); image-level decision with the default temperature "
+            f"{DEFAULT_TEMPERATURE:g}.</p>")
+    for label, part in _groups(trained):
+        for mode in ("F", "F+N"):
+            runs = part[part["mode"] == mode]
+            if runs.empty:
+                continue
+            best = runs.sort_values("accuracy", ascending=False).iloc[0]
+            heading = f"{label}: {mode}, run {best['run']} (accuracy {best['accuracy']:.3f})"
+            out.add(f"<h3>{html.escape(heading)}</h3>")
+            out.images(lambda run=runs_dir / best["run"]: example_overlays(run, count=count, device=device),
+                       f"analysis {label} {mode}")
 
 
 def write_report(runs_dir: str | os.PathLike[str], out: str | os.PathLike[str], **options: Any) -> dict[str, Any]:

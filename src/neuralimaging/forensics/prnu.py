@@ -812,6 +812,7 @@ def match(
     radius: int = 5,
     search: int | None = 0,
     residual: np.ndarray | None = None,
+    saturation: float | None = None,
 ) -> MatchResult:
     """Test whether ``image`` carries fingerprint ``k``: correlate its residual ``W`` with ``I K``.
 
@@ -821,6 +822,8 @@ def match(
         sigma, color: residual settings (use the fingerprint's).
         radius, search: PCE settings (see :func:`pce`).
         residual: the image's residual if already computed (:func:`noise_residual`).
+        saturation: leave pixels at or above this intensity in any channel out of ``I K`` (clipped pixels carry
+            no PRNU); None keeps every pixel.
     """
     kk = np.asarray(_to_numpy(k), dtype=np.float32)
     checked = _check_image(image)
@@ -828,6 +831,8 @@ def match(
         raise InputError(f"match: image size {checked.shape[-2]}x{checked.shape[-1]} differs from the fingerprint's {kk.shape[0]}x{kk.shape[1]}")
     w = noise_residual(checked, sigma=sigma, color=color) if residual is None else residual
     signal = to_gray(checked) * kk
+    if saturation is not None:
+        signal *= checked.max(axis=0) < saturation
     result = pce(crosscorr(w, signal), radius=radius, search=search)
     return MatchResult(pce=result.pce, ncc=ncc(w, signal), peak=result.peak)
 
