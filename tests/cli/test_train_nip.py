@@ -100,3 +100,15 @@ def test_compare_pipelines(raws, run_dir, capsys):
     assert main(["compare-pipelines", str(raws[0]), "--pipelines", "none", "--model", str(run_dir)]) == 0
     assert "inet (tiny)" in capsys.readouterr().out
     assert main(["compare-pipelines", str(raws[0]), "--pipelines", "darktable"]) == 2
+
+
+def test_max_steps_between_validations_prints_no_stale_psnr(tmp_path, data_dir, capsys):
+    """Stopped by --max-steps before any validation after step 0: no step-0 figures shown as the run's."""
+    args = ["train", "nip", "--data", str(data_dir), "--out", str(tmp_path), "--name", "r", "--batch", "4",
+            "--patch", "16", "--set", "val_every=100", "--set", "val_images=2", "--no-progress", "--max-steps", "3"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "validation PSNR" not in out and "stopped: max_steps" in out
+    assert main([*args, "--resume", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 3 and summary["psnr"] is None and summary["val_loss"] is None

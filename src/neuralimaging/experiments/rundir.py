@@ -36,7 +36,8 @@ import os
 import re
 import shutil
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,9 @@ from neuralimaging.fsutil import (
     MANIFEST,
     atomic_write_bytes,
     atomic_write_text,
+    check_component,
     fsync_dir,
+    inside,
     make_temp_dir,
     manifest_problem,
     write_manifest,
@@ -67,8 +70,10 @@ __all__ = [
     "check_nip_source",
     "config_hash",
     "capture_rng_state",
+    "discard_unstarted",
     "record_nip_source",
     "restore_rng_state",
+    "run_folder",
 ]
 
 _LATEST = "LATEST"
@@ -578,3 +583,27 @@ def check_nip_source(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
         raise InputError(f"{source.path}: its NIP changed since {run.path} was trained (now {current['checkpoint']}, "
                          f"was {recorded.get('checkpoint')})")
     return recorded
+
+
+# -- run folders the command line creates ----------------------------------------------------------------
+def run_folder(out: str | os.PathLike[str], name: str) -> Path:
+    """``out / name`` for a run name given on the command line: one plain name that stays inside ``out``.
+
+    Raises:
+        InputError: for ``..``, an absolute path, a separator, or a link leading outside ``out``.
+    """
+    return inside(out, check_component(name, "run name"), "run name")
+
+
+@contextmanager
+def discard_unstarted(run_dir: str | os.PathLike[str]) -> Iterator[None]:
+    """Remove ``run_dir`` again when the block fails before the run saved a checkpoint, if the folder did not
+    exist before: a run refused for its settings or data leaves no folder behind that would count as pending."""
+    path = Path(run_dir)
+    existed = path.exists()
+    try:
+        yield
+    except Exception:
+        if not existed and path.is_dir() and not RunDir(path).has_checkpoint():
+            shutil.rmtree(path, ignore_errors=True)
+        raise

@@ -498,6 +498,8 @@ def train_nip(
     if stopped != "max_steps":
         _plot_curve(run)
         run.write_summary(summary)
+    elif run.read_metrics()[-1]["step"] != step:  # stopped between validations: no figures of this step
+        summary.update(psnr=None, ssim=None, val_loss=None, train_loss=None)
     return summary
 
 
