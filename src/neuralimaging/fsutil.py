@@ -177,10 +177,9 @@ def check_relative(name: str, what: str) -> str:
     Raises:
         InputError: for an absolute path, ``.``/``..`` or empty components, backslashes or NUL.
     """
-    if not isinstance(name, str) or not name or name.startswith("/") or PurePosixPath(name).is_absolute():
-        raise InputError(f"{what} {name!r}: expected a relative path inside the folder")
-    for part in name.split("/"):
-        check_component(part, what)
+    parts = name.split("/") if isinstance(name, str) else [""]
+    if PurePosixPath(name).is_absolute() or any(p in ("", ".", "..") or "\\" in p or "\x00" in p for p in parts):
+        raise InputError(f"{what} {name!r}: expected a relative path of plain names (no '..', '.', '\\' or leading '/')")
     return name
 
 
