@@ -112,3 +112,38 @@ def test_max_steps_between_validations_prints_no_stale_psnr(tmp_path, data_dir, 
     assert main([*args, "--resume", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 3 and summary["psnr"] is None and summary["val_loss"] is None
+
+
+@pytest.mark.parametrize(
+    ("what", "extra", "message"),
+    [
+        ("nip", ["--set", "lr=abc"], "config lr must be a number > 0, got 'abc'"),
+        ("nip", ["--set", "seed=abc"], "config seed must be an integer >= 0"),
+        ("nip", ["--max-time", "-1"], "config max_time_s must be a number >= 0"),
+        ("nip", ["--patch", "7"], "config patch must be a multiple of 16 for unet"),
+        ("nip", ["--nip", "inet", "--set", "nip_options={width: -3}"], "INet takes no option 'width'"),
+        ("nip", ["--nip", "unet", "--set", "nip_options={baseline: foo}"], "nip_options baseline must be"),
+        ("nip", ["--set", "foo=1"], "unknown config keys: foo"),
+        ("manipulation", ["--set", "lambda_nip=abc"], "config lambda_nip must be a number >= 0"),
+        ("manipulation", ["--set", "lr=abc"], "config lr must be a number > 0"),
+        ("manipulation", ["--set", "lr_decay=abc"], "config lr_decay must be"),
+        ("manipulation", ["--set", "seed=abc"], "config seed must be an integer >= 0"),
+        ("manipulation", ["--set", "val_batch=0"], "config val_batch must be a positive integer"),
+        ("manipulation", ["--set", "foo=1"], "unknown config keys: foo"),
+    ],
+)
+def test_bad_settings_are_refused_before_a_run_folder_exists(tmp_path, data_dir, capsys, what, extra, message):
+    out = tmp_path / "runs"
+    nip_run = ["--nip-run", str(data_dir)] if what == "manipulation" else []
+    assert main(["train", what, "--data", str(data_dir), "--out", str(out), *nip_run, *extra, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("neuralimaging train: error: ") and message in err[0]
+    assert not out.exists()
+
+
+def test_a_run_refused_for_its_data_leaves_no_folder(tmp_path, capsys):
+    (tmp_path / "not-a-dataset").mkdir()
+    args = ["train", "nip", "--data", str(tmp_path / "not-a-dataset"), "--out", str(tmp_path / "runs"), "--name", "r"]
+    assert main(args) == 2
+    assert "not a prepared dataset" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "r").exists()

@@ -34,6 +34,7 @@ from neuralimaging.errors import InputError
 from neuralimaging.experiments.fidelity import DEFINITION, fidelity_images, nip_fidelity
 from neuralimaging.experiments.rundir import RunDir, capture_rng_state, config_hash, restore_rng_state
 from neuralimaging.experiments.rundir import check_nip_source, record_nip_source
+from neuralimaging.experiments.settings import check_manipulation_settings
 from neuralimaging.experiments.workflow import (
     PRECISIONS,
     ResidualNIP,
@@ -163,6 +164,7 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise InputError(f"unknown config keys: {', '.join(sorted(unknown))}; expected some of: {known}")
     resolved = _merge(_merge(_BASE, PRESETS[preset]), config)
     resolved["preset"] = preset
+    check_manipulation_settings(resolved)
     resolved["train"] = _normalize_mode(resolved["train"])
     for key in ("data", "nip_run"):
         if resolved[key] is None:

@@ -41,6 +41,7 @@ from neuralimaging.device import keep_freed_memory, resolve_device
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.fidelity import DEFINITION, fidelity_images, nip_fidelity
 from neuralimaging.experiments.rundir import RunDir, capture_rng_state, config_hash, restore_rng_state
+from neuralimaging.experiments.settings import check_nip_settings
 from neuralimaging.experiments.workflow import native_bf16
 
 __all__ = [
@@ -166,6 +167,7 @@ def make_config(overrides: Mapping[str, Any] | None = None, preset: str | None =
     unknown = sorted(set(config) - set(DEFAULTS) - {"by_nip"})
     if unknown:
         raise InputError(f"unknown config keys: {', '.join(unknown)}; expected some of: {', '.join(DEFAULTS)}")
+    check_nip_settings(config)
     for key in ("batch", "patch", "val_every", "stop_window"):
         if int(config[key]) < 1:
             raise InputError(f"config {key} must be a positive integer, got {config[key]!r}")
