@@ -2,6 +2,8 @@
 
 - :func:`atomic_write_bytes` / :func:`atomic_write_text`: temporary file in the same folder, fsync, rename,
   fsync of the folder; the file gets the mode the umask gives any new file (not ``mkstemp``'s 0600).
+- :func:`replacing`: for writers that want a path (pandas, matplotlib): they write a temporary file next to
+  the target, which replaces it only when complete.
 - :func:`make_temp_dir`: a temporary folder with the umask's mode (not ``mkdtemp``'s 0700).
 - :func:`write_manifest` / :func:`manifest_problem`: a folder's files listed with size and SHA-256, so a
   truncated or damaged file is found before it is used.
@@ -17,7 +19,8 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from neuralimaging.errors import InputError
@@ -33,6 +36,7 @@ __all__ = [
     "inside",
     "make_temp_dir",
     "manifest_problem",
+    "replacing",
     "umask",
     "write_manifest",
 ]
@@ -96,6 +100,33 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path (same folder, same suffix) to write ``path`` through: when the block ends normally it
+    replaces ``path`` (umask's mode, fsynced); when it fails, ``path`` is left as it was.
+
+    Example::
+
+        >>> with replacing("results.csv") as tmp:    # doctest: +SKIP
+        ...     table.to_csv(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, file_mode())
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
 
 
 def make_temp_dir(parent: str | os.PathLike[str], prefix: str) -> Path:
