@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from neuralimaging.acquisition.virtual_camera import CAMERAS
+from neuralimaging.errors import InputError
 from neuralimaging.experiments.demo import DEMO_CAMERA, run_demo
 
 
@@ -28,6 +30,8 @@ def _fmt(value: float | None, pattern: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.sweep is not None and not Path(args.sweep).is_file():  # before minutes of synthesizing and preparing
+        raise InputError(f"--sweep {args.sweep}: sweep file not found")
     summary = run_demo(
         args.out, camera=args.camera, photos=args.photos, device=args.device, sweep_file=args.sweep, log=print
     )
