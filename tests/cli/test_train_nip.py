@@ -102,16 +102,19 @@ def test_compare_pipelines(raws, run_dir, capsys):
     assert main(["compare-pipelines", str(raws[0]), "--pipelines", "darktable"]) == 2
 
 
-def test_max_steps_between_validations_prints_no_stale_psnr(tmp_path, data_dir, capsys):
-    """Stopped by --max-steps before any validation after step 0: no step-0 figures shown as the run's."""
+def test_max_steps_between_validations_prints_figures_of_the_last_step(tmp_path, data_dir, capsys):
+    """Stopped by --max-steps before any validation after step 0: the figures shown are measured at the last
+    step, never the step-0 validation's."""
     args = ["train", "nip", "--data", str(data_dir), "--out", str(tmp_path), "--name", "r", "--batch", "4",
             "--patch", "16", "--set", "val_every=100", "--set", "val_images=2", "--no-progress", "--max-steps", "3"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "validation PSNR" not in out and "stopped: max_steps" in out
+    assert "validation PSNR" in out and "stopped: max_steps" in out
     assert main([*args, "--resume", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["steps"] == 3 and summary["psnr"] is None and summary["val_loss"] is None
+    first = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[0])
+    assert summary["steps"] == 3 and first["step"] == 0
+    assert summary["psnr"] is not None and summary["psnr"] != pytest.approx(first["psnr"], abs=1e-3)
 
 
 @pytest.mark.parametrize(

@@ -281,3 +281,18 @@ def test_a_run_with_no_intact_checkpoint_is_refused_not_restarted(tmp_path, tiny
     with pytest.raises(InputError, match="already holds a run"):
         train_nip(config, tmp_path / "run", device="cpu", progress=False)
     assert run.metrics_path.read_text() == metrics  # nothing lost
+
+
+def test_a_run_stopped_between_validations_reports_figures_of_its_last_step(tmp_path, tiny_dataset, tiny_nip_config):
+    """Stopped by max_steps at step 3, validations due every 100 epochs: the figures are measured at step 3,
+    not taken from the step-0 validation; metrics.jsonl keeps only the validations the schedule makes."""
+    config = {**tiny_nip_config, "data": str(tiny_dataset), "max_epochs": 12, "val_every": 100}
+    stopped = train_nip({**config, "max_steps": 3}, tmp_path / "run", device="cpu", progress=False)
+    run = RunDir(tmp_path / "run")
+    records = run.read_metrics()
+    assert stopped["stopped"] == "max_steps" and stopped["steps"] == 3 and [r["step"] for r in records] == [0]
+    at_end = validate(load_nip(run.path), fidelity_images(Dataset.load(tiny_dataset).val, config["val_images"]))
+    assert stopped["psnr"] == pytest.approx(at_end["psnr"], abs=1e-4)
+    assert stopped["val_loss"] == pytest.approx(at_end["val_loss"], rel=1e-4)
+    assert stopped["psnr"] != pytest.approx(records[0]["psnr"], abs=1e-3)
+    assert not run.summary_path.exists()

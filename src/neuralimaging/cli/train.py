@@ -117,9 +117,8 @@ def run_nip(args: argparse.Namespace) -> int:
     print(f"run: {run_dir}")
     print(f"nip {summary['nip']} ({summary['preset']}): {summary['steps']} steps, {summary['epochs']} epochs, "
           f"stopped: {summary['stopped']}")
-    if summary["psnr"] is not None:  # None: stopped by a step budget after its last validation
-        print(f"validation PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.4f}, loss {summary['val_loss']:.3f}; "
-              f"{summary['wall_time_s']:.1f} s")
+    print(f"validation PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.4f}, loss {summary['val_loss']:.3f}; "
+          f"{summary['wall_time_s']:.1f} s")
     if summary["stopped"] == "max_steps":
         print("stopped at --max-steps; continue with --resume")
     return 0

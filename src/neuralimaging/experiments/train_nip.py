@@ -340,7 +340,8 @@ def train_nip(
         ``nip``, ``steps``, ``epochs``, ``psnr``, ``ssim``, ``val_loss``, ``train_loss``, ``stopped``
         (``converged``, ``max_epochs``, ``max_time`` or ``max_steps``), ``wall_time_s`` (this call),
         ``total_time_s`` (all calls), ``parameters``, ``amp`` (``"bf16"`` or ``None``: what ``amp`` resolved to on
-        the device), ``config_hash``, ``run_dir``.
+        the device), ``config_hash``, ``run_dir``. The figures come from a validation at the last step (a run
+        stopped by ``max_steps`` between validations is validated once more, outside ``metrics.jsonl``).
     """
     from neuralimaging.data.dataset import Dataset
     from neuralimaging.data.patches import sample_patches
@@ -477,6 +478,10 @@ def train_nip(
             writer.close()
     stopped = stopped or "max_epochs"
     checkpoint()
+    if stopped == "max_steps" and run.read_metrics()[-1]["step"] != step:
+        # Stopped between validations: the figures reported are measured at this step. metrics.jsonl and the
+        # checkpoint keep what an uninterrupted run has, so a resumed run stays identical to it.
+        last = {"train_loss": float(np.mean(running)) if running else float("nan"), **validate(model, val_samples)}
     wall = time.perf_counter() - started
     summary = {
         "nip": config["nip"],
@@ -500,8 +505,6 @@ def train_nip(
     if stopped != "max_steps":
         _plot_curve(run)
         run.write_summary(summary)
-    elif run.read_metrics()[-1]["step"] != step:  # stopped between validations: no figures of this step
-        summary.update(psnr=None, ssim=None, val_loss=None, train_loss=None)
     return summary
 
 
