@@ -61,3 +61,27 @@ def test_requires_out(dngs: list[Path]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["develop", str(dngs[0])])
     assert info.value.code == 2
+
+
+def test_existing_pngs_are_kept_unless_overwrite(tmp_path: Path, dngs: list[Path], capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    kept = out / f"{dngs[0].stem}.png"
+    kept.write_bytes(b"a colleague's file")
+    assert main(["develop", *map(str, dngs), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "1 of 2 files failed" in err and "exists; pass --overwrite" in err
+    assert kept.read_bytes() == b"a colleague's file"
+    assert read_pixels(out / f"{dngs[1].stem}.png").shape == (64, 96, 3)  # the other file is developed
+    assert main(["develop", *map(str, dngs), "--out", str(out), "--overwrite"]) == 0
+    assert read_pixels(kept).shape == (64, 96, 3)
+
+
+def test_out_that_is_a_file_is_one_line_error(tmp_path: Path, dngs: list[Path], capsys) -> None:
+    existing = tmp_path / "existing.txt"
+    existing.write_text("keep me")
+    assert main(["develop", str(dngs[0]), "--out", str(existing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"neuralimaging develop: error: --out {existing}: exists and is not a folder"]
+    assert existing.read_text() == "keep me"
+
