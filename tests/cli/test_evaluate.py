@@ -100,3 +100,14 @@ def test_run_name_cannot_leave_the_runs_folder(tiny_dataset, tiny_nip_run, tmp_p
         assert main(argv) == 2
         assert "run name" in _one_line_error(capsys, "train")
     assert [p for p in tmp_path.rglob("*")] == []  # nothing written anywhere
+
+
+def test_evaluate_with_damaged_weights_is_one_line_error(cli_run, tmp_path, capsys) -> None:
+    import shutil
+
+    copy = tmp_path / "f"
+    shutil.copytree(cli_run, copy)
+    for fan in (copy / "checkpoints").glob("step-*/fan.safetensors"):
+        fan.write_bytes(fan.read_bytes()[:64])
+    assert main(["evaluate", str(copy), "--split", "val"]) == 2
+    assert "no intact checkpoint" in _one_line_error(capsys, "evaluate")
