@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
 from neuralimaging.acquisition.virtual_camera import CAMERAS
-from neuralimaging.errors import InputError
 from neuralimaging.experiments.demo import DEMO_CAMERA, run_demo
 
 
@@ -30,6 +28,10 @@ def _fmt(value: float | None, pattern: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from neuralimaging.errors import InputError
+
     if args.sweep is not None and not Path(args.sweep).is_file():  # before minutes of synthesizing and preparing
         raise InputError(f"--sweep {args.sweep}: sweep file not found")
     summary = run_demo(
