@@ -91,3 +91,55 @@ def test_errors(tmp_path: Path) -> None:
         save_image(tmp_path / "x.png", np.zeros((3, 4, 4)), bits=12)
     with pytest.raises(InputError, match="suffix"):
         save_image(tmp_path / "x.bmp", np.zeros((3, 4, 4)))
+
+
+# -- decompression bombs: refused from the header, before decoding ---------------------------------------
+def _png(path: Path, width: int, height: int, depth: int, idat: bytes) -> Path:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, depth, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def bomb(path: Path, depth: int) -> Path:
+    """A PNG declaring 20000x20000 pixels whose data (the first rows, zeros) is a few kilobytes."""
+    return _png(path, 20000, 20000, depth, zlib.compress(bytes(1 + 20000 * 3 * depth // 8) * 50, 9))
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path, depth: int) -> None:
+    import time
+
+    path = bomb(tmp_path / f"bomb{depth}.png", depth)
+    assert path.stat().st_size < 100_000
+    start = time.perf_counter()
+    with pytest.raises(InputError, match=rf"bomb{depth}.png: .*(20000x20000|400000000 pixels).*NEURALIMAGING_MAX_PIXELS"):
+        read_pixels(path)
+    assert time.perf_counter() - start < 5
+
+
+def test_png16_data_beyond_its_header_is_refused(tmp_path: Path) -> None:
+    path = _png(tmp_path / "long.png", 4, 4, 16, zlib.compress(bytes(10_000_000), 9))  # 10 MB for 4x4 pixels
+    with pytest.raises(InputError, match="long.png: not a readable image .*does not match the declared 4x4"):
+        read_pixels(path)
+
+
+@pytest.mark.parametrize("suffix, bits", [(".png", 16), (".png", 8), (".tif", 16), (".jpg", 8)])
+def test_pixel_limit_applies_to_every_format(tmp_path: Path, monkeypatch, suffix: str, bits: int) -> None:
+    path = save_image(tmp_path / f"x{suffix}", np.zeros((3, 30, 40), np.float32), bits=bits)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # Pillow's setting; the limit is twice it: 1000 pixels
+    with pytest.raises(InputError, match=rf"x{suffix}: .*(40x30|1200 pixels)"):
+        read_pixels(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 600)
+    assert read_pixels(path).shape == (30, 40, 3)
+
+
+def test_pixel_limit_from_the_environment(monkeypatch) -> None:
+    from neuralimaging import io
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored afterwards
+    monkeypatch.setenv(io.MAX_PIXELS_ENV, "1000000000")
+    io._apply_environment_limit()
+    assert io.max_pixels() == 1_000_000_000

@@ -3,6 +3,11 @@
 8-bit PNG and JPEG go through Pillow. Pillow reads and writes 16-bit RGB PNG only as 8-bit, so 16-bit PNG
 is written and read here with zlib (the PNG format, RFC 2083: 16-bit samples big-endian, all five row
 filters decoded). ``.tif``/``.tiff`` go through tifffile (8- or 16-bit).
+
+Readers refuse images larger than :func:`max_pixels` before decoding them (a small compressed file can
+declare gigapixels: a decompression bomb). The limit is Pillow's own (it refuses above twice
+``PIL.Image.MAX_IMAGE_PIXELS``, about 179 million pixels), applied to every format; the environment variable
+``NEURALIMAGING_MAX_PIXELS`` sets another one.
 """
 
 from __future__ import annotations
@@ -19,9 +24,41 @@ from PIL import Image
 
 from neuralimaging.errors import InputError
 
-__all__ = ["load_image", "read_pixels", "save_image", "to_uint"]
+__all__ = ["MAX_PIXELS_ENV", "check_pixels", "load_image", "max_pixels", "read_pixels", "save_image", "to_uint"]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+MAX_PIXELS_ENV = "NEURALIMAGING_MAX_PIXELS"
+"""Environment variable setting the largest image (in pixels) the readers accept."""
+
+
+def _apply_environment_limit() -> None:
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if value.isdigit() and int(value) > 0:
+        Image.MAX_IMAGE_PIXELS = max(1, int(value) // 2)  # Pillow refuses above twice this
+
+
+_apply_environment_limit()
+
+
+def max_pixels() -> int | None:
+    """The largest image, in pixels, the readers accept: twice ``PIL.Image.MAX_IMAGE_PIXELS`` (None: no limit)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return None if limit is None else 2 * int(limit)
+
+
+def check_pixels(path: str | os.PathLike, width: int, height: int) -> None:
+    """Refuse an image of ``width x height`` pixels above :func:`max_pixels`, before it is decoded.
+
+    Raises:
+        InputError: naming the file, its declared size and the limit.
+    """
+    limit = max_pixels()
+    if width < 1 or height < 1:
+        raise InputError(f"{path}: declares an empty image ({width}x{height})")
+    if limit is not None and width * height > limit:
+        raise InputError(f"{path}: declares {width}x{height} pixels, more than the limit of {limit} "
+                         f"(a decompression bomb?; set {MAX_PIXELS_ENV} to allow larger images)")
 
 
 def to_uint(rgb: np.ndarray | torch.Tensor, bits: int = 8) -> np.ndarray:
@@ -112,7 +149,13 @@ def _read_png16(path: Path) -> np.ndarray:
     channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(colour)
     if depth != 16 or channels is None or interlace:
         raise ValueError(f"unsupported PNG layout (depth {depth}, colour type {colour}, interlace {interlace})")
-    scan = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8).reshape(height, 1 + width * channels * 2)
+    check_pixels(path, width, height)
+    expected = height * (1 + width * channels * 2)
+    inflater = zlib.decompressobj()
+    raw = inflater.decompress(b"".join(idat), expected)  # never more than the header declares
+    if len(raw) != expected or inflater.unconsumed_tail:
+        raise ValueError(f"image data does not match the declared {width}x{height} pixels")
+    scan = np.frombuffer(raw, dtype=np.uint8).reshape(height, 1 + width * channels * 2)
     pixels = _unfilter(scan, channels * 2).view(">u2").reshape(height, width, channels).astype(np.uint16)
     if channels in (1, 2):
         pixels = np.repeat(pixels[..., :1], 3, axis=2)
@@ -159,6 +202,9 @@ def read_pixels(path: str | os.PathLike) -> np.ndarray:
         if head.startswith(_PNG_SIGNATURE) and len(head) > 24 and head[24] == 16:
             pixels: np.ndarray = _read_png16(path)
         elif head[:2] in (b"II", b"MM"):
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                check_pixels(path, int(page.imagewidth), int(page.imagelength))
             pixels = tifffile.imread(path)
             if pixels.ndim == 2:
                 pixels = np.repeat(pixels[..., None], 3, axis=2)
@@ -166,8 +212,11 @@ def read_pixels(path: str | os.PathLike) -> np.ndarray:
                 raise ValueError(f"TIFF of shape {pixels.shape} is not an RGB image")
             pixels = pixels[..., :3]
         else:
-            with Image.open(path) as image:
+            with Image.open(path) as image:  # Pillow refuses a decompression bomb here, before decoding
+                check_pixels(path, *image.size)
                 pixels = np.asarray(image.convert("RGB"))
+    except Image.DecompressionBombError as error:
+        raise InputError(f"{path}: {str(error).splitlines()[0]} (set {MAX_PIXELS_ENV} to allow larger images)") from None
     except (OSError, ValueError, zlib.error, struct.error, IndexError, tifffile.TiffFileError) as error:
         reason = str(error).splitlines()[0] if str(error) else repr(error)
         raise InputError(f"{path}: not a readable image ({reason})") from error

@@ -82,3 +82,14 @@ def test_one_command_imports_only_its_module() -> None:
     _, modules = _modules_after(["jpeg", "--help"])
     loaded = {m for m in modules if m.startswith("neuralimaging.cli.")}
     assert loaded == {"neuralimaging.cli._common", "neuralimaging.cli.jpeg"}
+
+
+def test_an_output_path_below_a_file_is_one_line_error(tmp_path, capsys) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("keep me")
+    assert main(["results", str(runs), "--csv", str(blocker / "table.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("neuralimaging results: error: ") and str(blocker) in err[0]
+    assert blocker.read_text() == "keep me"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,15 @@ import pytest
 from neuralimaging.acquisition.isp import develop
 from neuralimaging.acquisition.virtual_camera import synthesize
 from neuralimaging.cli import main
+from neuralimaging.experiments.rundir import CheckpointWarning
 from neuralimaging.io import load_image, read_pixels
+
+# A tiny trained INet run: the fixtures of tests/experiments/conftest.py.
+_spec = importlib.util.spec_from_file_location("_experiments_conftest", Path(__file__).parents[1] / "experiments" / "conftest.py")
+_conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_conftest)
+tiny_dataset = _conftest.tiny_dataset
+tiny_nip_run = _conftest.tiny_nip_run
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +72,51 @@ def test_requires_out(dngs: list[Path]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["develop", str(dngs[0])])
     assert info.value.code == 2
+
+
+def test_existing_pngs_are_kept_unless_overwrite(tmp_path: Path, dngs: list[Path], capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    kept = out / f"{dngs[0].stem}.png"
+    kept.write_bytes(b"a colleague's file")
+    assert main(["develop", *map(str, dngs), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "1 of 2 files failed" in err and "exists; pass --overwrite" in err
+    assert kept.read_bytes() == b"a colleague's file"
+    assert read_pixels(out / f"{dngs[1].stem}.png").shape == (64, 96, 3)  # the other file is developed
+    assert main(["develop", *map(str, dngs), "--out", str(out), "--overwrite"]) == 0
+    assert read_pixels(kept).shape == (64, 96, 3)
+
+
+def test_out_that_is_a_file_is_one_line_error(tmp_path: Path, dngs: list[Path], capsys) -> None:
+    existing = tmp_path / "existing.txt"
+    existing.write_text("keep me")
+    assert main(["develop", str(dngs[0]), "--out", str(existing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"neuralimaging develop: error: --out {existing}: exists and is not a folder"]
+    assert existing.read_text() == "keep me"
+
+
+def test_damaged_weights_fall_back_or_are_one_line_error(tmp_path: Path, tiny_dataset, tiny_nip_run, capsys) -> None:
+    """The newest checkpoint damaged: the previous one is used, with a warning; every one damaged: one line."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_nip_run, run)
+    raw = min((tiny_dataset.parent / "raw").glob("*.dng"))
+    folders = sorted((run / "checkpoints").glob("step-*"))
+    assert len(folders) >= 2
+    weights = folders[-1] / "nip.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-7])
+    argv = ["develop", "--pipeline", "inet", "--model", str(run), str(raw), "--device", "cpu"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert any(issubclass(w.category, CheckpointWarning) and folders[-1].name in str(w.message) for w in caught)
+    assert (tmp_path / "a" / f"{raw.stem}.png").is_file()
+    for folder in folders[:-1]:
+        weights = folder / "nip.safetensors"
+        weights.write_bytes(weights.read_bytes()[:50])
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("neuralimaging develop: error: ") and "no intact checkpoint" in err[0]
+    assert not (tmp_path / "b").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,3 +53,29 @@ def test_missing_file_carries_on(photo_files, tmp_path, capsys) -> None:
 def test_bad_quality_is_a_clean_error(photo_files, capsys) -> None:
     assert main(["jpeg", "compare", str(photo_files[0]), "--quality", "0"]) == 2
     assert "neuralimaging jpeg: error: --quality must be an integer in [1, 100], got 0" in capsys.readouterr().err
+
+
+def test_empty_folder_and_bombs_fail_alone(photo_files, tmp_path, capsys) -> None:
+    """An empty folder, and 8- and 16-bit PNGs declaring 20000x20000 pixels, are listed as failures; the photos
+    after them are still compared."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    bombs = []
+    for depth in (8, 16):
+        path = tmp_path / f"bomb{depth}.png"
+        header = struct.pack(">IIBBBBB", 20000, 20000, depth, 2, 0, 0, 0)
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(10**6), 9))
+                         + chunk(b"IEND", b""))
+        bombs.append(str(path))
+    (tmp_path / "empty").mkdir()
+    code = main(["jpeg", "compare", str(tmp_path / "empty"), *bombs, *map(str, photo_files), "--json"])
+    captured = capsys.readouterr()
+    assert code == 1
+    out = json.loads(captured.out)
+    assert [r["image"] for r in out["images"]] == [str(p) for p in photo_files]
+    assert sorted(Path(p).name for p in out["failed"]) == ["bomb16.png", "bomb8.png", "empty"]
+    assert "3 of 5 images failed" in captured.err and "decompression bomb" in captured.err

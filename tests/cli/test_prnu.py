@@ -117,3 +117,34 @@ def test_cross_pipeline_command(tmp_path, capsys) -> None:
     assert "fingerprint correlation" in text and "true K" in text and "localization best F1" in text
     assert (out / "localization_examples.png").is_file()
     assert main(["prnu", "cross-pipeline", "--raw-dir", str(raws), "--pipelines", "python", "--out", str(out), "--split", "a,b"]) == 2
+
+
+def test_match_bad_model_bomb_and_huge_search(folders, tmp_path, capsys) -> None:
+    """An empty or broken model file is a one-line error; a decompression bomb among the images fails alone
+    (the images after it are matched); a search larger than the image searches every shift."""
+    import struct
+    import zlib
+
+    for content in (b"", b"PK\x03\x04 not a zip", b"\x93NUMPY garbage"):
+        bad = tmp_path / "bad.npz"
+        bad.write_bytes(content)
+        assert main(["prnu", "match", "--model", str(bad), str(folders / "test")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "bad.npz: not a camera model file" in err[0]
+
+    model = tmp_path / "camera.npz"
+    train = [str(folders / "train" / f"train{i}.png") for i in range(2)]
+    assert main(["prnu", "fingerprint", *train, "--out", str(model)]) == 0
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    bomb = tmp_path / "a-bomb.png"  # 16-bit: read by the toolkit's own PNG reader
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(bytes(120001) * 20, 9)) + chunk(b"IEND", b""))
+    capsys.readouterr()
+    good = folders / "test" / "test0.png"
+    assert main(["prnu", "match", "--model", str(model), "--json", "--search", "100000", str(bomb), str(good)]) == 1
+    captured = capsys.readouterr()
+    assert [json.loads(line)["image"] for line in captured.out.splitlines()] == [str(good)]
+    assert "a-bomb.png: " in captured.err and "20000x20000" in captured.err and "1 of 2 images failed" in captured.err

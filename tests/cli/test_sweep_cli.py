@@ -81,13 +81,50 @@ def test_failures_status_results_report(failing_sweep, tmp_path, capsys) -> None
         (["sweep", "status", "{tmp}/nothing"], "nothing: not a runs folder"),
         (["results", "{tmp}/nothing"], "nothing: not a runs folder"),
         (["sweep", "run", "{demo}", "--out", "{tmp}/r", "--workers", "0"], "workers must be >= 1, got 0"),
+        (["sweep", "run", "{demo}", "--out", "{tmp}/r", "--only", "NOSUCHRUN"], "--only 'NOSUCHRUN': no run"),
+        (["sweep", "run", "{binary}", "--out", "{tmp}/r"], "binary.yaml: not a sweep file (not UTF-8 text)"),
+        (["sweep", "run", "{code}", "--out", "{tmp}/r"], "task 'os:system' is not one of the toolkit's tasks"),
+        (["sweep", "run", "{escape}", "--out", "{tmp}/r"], "cannot name a run folder"),
+        (["sweep", "status", "{plan}"], "sweep-plan.json: run name '../../etc'"),
+        (["results", "{plan}"], "sweep-plan.json: run name '../../etc'"),
+        (["report", "{plan}"], "sweep-plan.json: run name '../../etc'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("stages:\n  - {name: a, grid: {mode: [X]}}\n")
-    argv = [a.format(tmp=tmp_path, bad=bad, demo=demo_sweep_path()) for a in argv]
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    code = tmp_path / "code.yaml"
+    code.write_text("task: os:system\nconfig: {command: 'touch pwned'}\n")
+    escape = tmp_path / "escape.yaml"
+    escape.write_text("task: nip\ngrid: {camera: ['..']}\n")
+    plan = tmp_path / "planned"
+    plan.mkdir()
+    (plan / "sweep-plan.json").write_text('{"runs": [{"name": "../../etc"}]}')
+    argv = [a.format(tmp=tmp_path, bad=bad, demo=demo_sweep_path(), binary=binary, code=code, escape=escape,
+                     plan=plan) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"neuralimaging {argv[0]}: error: ") and message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_unfinished_runs_exit_1_and_are_listed(tmp_path, capsys) -> None:
+    """A run held by a live executor elsewhere is not finished: the sweep says so and exits 1, not 0."""
+    import json
+    import os
+    import socket
+
+    from neuralimaging.experiments.sweep import _boot_id
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({"task": "nip", "config": {"data": "{sweep_dir}/none"}, "grid": {"nip": ["inet"]}}))
+    runs = tmp_path / "runs"
+    (runs / "inet/000").mkdir(parents=True)
+    (runs / "inet/000/.running").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                                         "boot_id": _boot_id(), "started": 0}))
+    assert main(["sweep", "run", str(sweep), "--out", str(runs)]) == 1
+    captured = capsys.readouterr()
+    assert "busy 1" in captured.out
+    assert "1 of 1 runs did not finish:" in captured.err and "inet/000: busy" in captured.err

@@ -127,3 +127,53 @@ def test_export_records_the_run_it_started_from(tmp_path, data_dir, capsys) -> N
     assert record["init_run"]["step"] == 2
     assert record["init_run"]["run"] == str(tmp_path / "first")
     assert record["init_run"]["config"]["max_epochs"] == 4
+
+
+def test_max_steps_between_validations_prints_figures_of_the_last_step(tmp_path, data_dir, capsys):
+    """Stopped by --max-steps before any validation after step 0: the figures shown are measured at the last
+    step, never the step-0 validation's."""
+    args = ["train", "nip", "--data", str(data_dir), "--out", str(tmp_path), "--name", "r", "--batch", "4",
+            "--patch", "16", "--set", "val_every=100", "--set", "val_images=2", "--no-progress", "--max-steps", "3"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "validation PSNR" in out and "stopped: max_steps" in out
+    assert main([*args, "--resume", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    first = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[0])
+    assert summary["steps"] == 3 and first["step"] == 0
+    assert summary["psnr"] is not None and summary["psnr"] != pytest.approx(first["psnr"], abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("what", "extra", "message"),
+    [
+        ("nip", ["--set", "lr=abc"], "config lr must be a number > 0, got 'abc'"),
+        ("nip", ["--set", "seed=abc"], "config seed must be an integer >= 0"),
+        ("nip", ["--max-time", "-1"], "config max_time_s must be a number >= 0"),
+        ("nip", ["--patch", "7"], "config patch must be a multiple of 16 for unet"),
+        ("nip", ["--nip", "inet", "--set", "nip_options={width: -3}"], "INet takes no option 'width'"),
+        ("nip", ["--nip", "unet", "--set", "nip_options={baseline: foo}"], "nip_options baseline must be"),
+        ("nip", ["--set", "foo=1"], "unknown config keys: foo"),
+        ("manipulation", ["--set", "lambda_nip=abc"], "config lambda_nip must be a number >= 0"),
+        ("manipulation", ["--set", "lr=abc"], "config lr must be a number > 0"),
+        ("manipulation", ["--set", "lr_decay=abc"], "config lr_decay must be"),
+        ("manipulation", ["--set", "seed=abc"], "config seed must be an integer >= 0"),
+        ("manipulation", ["--set", "val_batch=0"], "config val_batch must be a positive integer"),
+        ("manipulation", ["--set", "foo=1"], "unknown config keys: foo"),
+    ],
+)
+def test_bad_settings_are_refused_before_a_run_folder_exists(tmp_path, data_dir, capsys, what, extra, message):
+    out = tmp_path / "runs"
+    nip_run = ["--nip-run", str(data_dir)] if what == "manipulation" else []
+    assert main(["train", what, "--data", str(data_dir), "--out", str(out), *nip_run, *extra, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("neuralimaging train: error: ") and message in err[0]
+    assert not out.exists()
+
+
+def test_a_run_refused_for_its_data_leaves_no_folder(tmp_path, capsys):
+    (tmp_path / "not-a-dataset").mkdir()
+    args = ["train", "nip", "--data", str(tmp_path / "not-a-dataset"), "--out", str(tmp_path / "runs"), "--name", "r"]
+    assert main(args) == 2
+    assert "not a prepared dataset" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "r").exists()

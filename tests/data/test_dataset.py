@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,13 @@ def test_parallel_prepare_matches_serial(tmp_path: Path, raw_dir: Path) -> None:
     assert sorted(serial.prepared) == sorted(parallel.prepared) and len(parallel.failed) == 2
     for a, b in zip(Dataset.load(tmp_path / "a").samples, Dataset.load(tmp_path / "b").samples):
         np.testing.assert_array_equal(a.target, b.target)
+
+
+def test_shared_name_stems_are_named(tmp_path: Path, raw_dir: Path) -> None:
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    first = min(raw_dir.glob("*.dng"))
+    (folder / first.name).write_bytes(first.read_bytes())
+    (folder / f"{first.stem}.NEF").write_bytes(first.read_bytes())
+    with pytest.raises(InputError, match=re.escape(f"share a name stem ({first.stem}.NEF, {first.name}); rename")):
+        prepare(folder, tmp_path / "out")

@@ -147,3 +147,19 @@ def test_boxplots(table) -> None:
     fig = plots.boxplot_figure(joint)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["tiny inet F", "tiny inet F+N λ=0.01"]
     _png_ok(plots.figure_png(fig))
+
+
+def test_a_figure_that_fails_to_render_leaves_the_old_file(tmp_path) -> None:
+    import matplotlib.pyplot as plt
+
+    path = tmp_path / "figure.png"
+    path.write_bytes(b"old figure")
+    fig, ax = plt.subplots()
+    ax.text(0.5, 0.5, r"$\frac$")  # mathtext that cannot be laid out: fails while the file is written
+    with pytest.raises(ValueError):
+        plots.save_figure(fig, path)
+    assert path.read_bytes() == b"old figure" and [p.name for p in tmp_path.iterdir()] == ["figure.png"]
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    plots.save_figure(fig, path)
+    assert Image.open(path).format == "PNG"

@@ -100,3 +100,26 @@ def test_empty_folder(tmp_path) -> None:
     table = results.collect(tmp_path)
     assert table.empty and list(table.columns) == ["run", "stage", "task", "state"]
     assert results.aggregate(table).empty
+
+
+class _Unprintable:
+    """A cell whose text cannot be made: the CSV writer fails part-way through the table."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("cannot print this cell")
+
+    __repr__ = __format__ = lambda self, *args: self.__str__()
+
+
+def test_a_failed_write_leaves_the_old_table(tmp_path) -> None:
+    path = tmp_path / "results.csv"
+    path.write_text("run,accuracy\nold,0.5\n")
+    good = pd.DataFrame({"run": [f"r{i}" for i in range(5000)], "note": pd.Series(["x"] * 5000, dtype=object)})
+    bad = good.copy()
+    bad.loc[4000, "note"] = _Unprintable()
+    with pytest.raises(RuntimeError, match="cannot print this cell"):
+        results.save_table(bad, csv=path)
+    assert path.read_text() == "run,accuracy\nold,0.5\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]  # no temporary file left
+    results.save_table(good, csv=path)
+    assert len(pd.read_csv(path)) == 5000

@@ -1,8 +1,12 @@
-"""Run directories: config/metrics/summary round trips, atomic checkpoints that resume exactly."""
+"""Run directories: config/metrics/summary round trips, atomic checkpoints that resume exactly, damaged files
+found and recovered from, file modes."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import stat
 
 import numpy as np
 import pytest
@@ -10,7 +14,13 @@ import torch
 import torch.nn as nn
 
 from neuralimaging.errors import InputError
-from neuralimaging.experiments.rundir import RunDir, capture_rng_state, config_hash, restore_rng_state
+from neuralimaging.experiments.rundir import (
+    CheckpointWarning,
+    RunDir,
+    capture_rng_state,
+    config_hash,
+    restore_rng_state,
+)
 
 
 def _model() -> nn.Module:
@@ -123,3 +133,129 @@ class TestCheckpoint:
         assert torch.all(run.load_weights("net")["0.bias"] == 3)
         with pytest.raises(InputError, match="no weights"):
             run.load_checkpoint({"other": fresh})
+
+
+def _two_checkpoints(path, keep: int = 2) -> RunDir:
+    """A run with checkpoints at steps 1 and 2 of a model whose first bias holds the step."""
+    run = RunDir(path, keep=keep)
+    model = _model()
+    for step in (1, 2):
+        with torch.no_grad():
+            model[0].bias.fill_(step)
+        run.save_checkpoint({"net": model}, state={"step": step})
+    return run
+
+
+def _truncate(file, keep: float = 0.5) -> None:
+    data = file.read_bytes()
+    file.write_bytes(data[: int(len(data) * keep)])
+
+
+class TestDamagedCheckpoints:
+    """A damaged newest checkpoint falls back to the previous one (with a warning), never to a restart."""
+
+    @pytest.mark.parametrize("damage", ["truncated weights", "half-written state.json", "flipped byte", "legacy"])
+    def test_damaged_newest_falls_back_to_the_previous(self, tmp_path, damage):
+        run = _two_checkpoints(tmp_path / "run")
+        newest = run.checkpoints / "step-000000002"
+        if damage == "truncated weights":
+            _truncate(newest / "net.safetensors")
+        elif damage == "half-written state.json":
+            _truncate(newest / "state.json")
+        elif damage == "flipped byte":  # same size: only the checksum finds it
+            data = bytearray((newest / "net.safetensors").read_bytes())
+            data[-1] ^= 0xFF
+            (newest / "net.safetensors").write_bytes(bytes(data))
+        else:  # a checkpoint written before manifests existed: its parser finds the damage
+            (newest / "manifest.json").unlink()
+            _truncate(newest / "net.safetensors")
+        fresh = _model()
+        with pytest.warns(CheckpointWarning, match="step-000000002.*using step-000000001"):
+            state = run.load_checkpoint({"net": fresh})
+        assert state["step"] == 1 and torch.all(fresh[0].bias == 1)
+        with pytest.warns(CheckpointWarning):
+            assert torch.all(run.load_weights("net")["0.bias"] == 1)
+
+    def test_latest_naming_a_missing_step_falls_back(self, tmp_path):
+        run = _two_checkpoints(tmp_path / "run")
+        shutil.rmtree(run.checkpoints / "step-000000002")
+        assert run.has_checkpoint()  # so a trainer resumes instead of starting over
+        with pytest.warns(CheckpointWarning, match="LATEST names step-000000002, which is missing"):
+            assert run.load_checkpoint({"net": _model()})["step"] == 1
+
+    def test_latest_pointing_at_another_runs_checkpoint_is_ignored(self, tmp_path):
+        own = _two_checkpoints(tmp_path / "own")
+        other = RunDir(tmp_path / "other")
+        model = _model()
+        with torch.no_grad():
+            model[0].bias.fill_(99)
+        other.save_checkpoint({"net": model}, state={"step": 99})
+        (own.checkpoints / "LATEST").write_text("../../other/checkpoints/step-000000099\n")
+        fresh = _model()
+        with pytest.warns(CheckpointWarning, match="not a checkpoint folder of this run"):
+            assert own.load_checkpoint({"net": fresh})["step"] == 2
+        assert torch.all(fresh[0].bias == 2)
+
+    def test_no_intact_checkpoint_is_refused(self, tmp_path):
+        run = _two_checkpoints(tmp_path / "run")
+        for folder in run.checkpoints.glob("step-*"):
+            _truncate(folder / "net.safetensors")
+        assert run.has_checkpoint() and run.latest_checkpoint() is None
+        with pytest.raises(InputError, match="no intact checkpoint .*step-000000002: net.safetensors has"):
+            run.load_checkpoint({"net": _model()})
+        assert len(list(run.checkpoints.glob("step-*"))) == 2  # nothing deleted
+
+    def test_manifest_lists_every_file(self, tmp_path):
+        run = _two_checkpoints(tmp_path / "run")
+        folder = run.latest_checkpoint()
+        listing = json.loads((folder / "manifest.json").read_text())["files"]
+        assert set(listing) == {p.name for p in folder.iterdir()} - {"manifest.json"}
+        assert all(listing[name]["size"] == (folder / name).stat().st_size for name in listing)
+
+
+class TestTornFiles:
+    def test_torn_metrics_tail_is_dropped_and_truncated(self, tmp_path):
+        run = RunDir(tmp_path)
+        for step in (10, 20):
+            run.append_metrics({"step": step, "psnr": 30.0 + step})
+        with open(run.metrics_path, "a") as handle:
+            handle.write('{"step": 30, "ps')  # the last line, half written
+        assert [r["step"] for r in run.read_metrics()] == [10, 20]
+        run.append_metrics({"step": 30, "psnr": 60.0})
+        assert [r["step"] for r in run.read_metrics()] == [10, 20, 30]
+        with open(run.metrics_path, "a") as handle:
+            handle.write('{"step": 40')
+        run.truncate_metrics("step", 20)
+        assert run.metrics_path.read_text().splitlines() == [json.dumps(r) for r in run.read_metrics()]
+        assert [r["step"] for r in run.read_metrics()] == [10, 20]
+
+    def test_damaged_line_before_the_last_names_the_file(self, tmp_path):
+        run = RunDir(tmp_path)
+        run.metrics_path.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+        with pytest.raises(InputError, match=r"metrics.jsonl: line 2 is not a JSON object"):
+            run.read_metrics()
+
+    @pytest.mark.parametrize("text", ['{"psnr": 4', "[1, 2]", "\x00\x01"])
+    def test_damaged_summary_is_an_input_error(self, tmp_path, text):
+        run = RunDir(tmp_path)
+        run.summary_path.write_text(text)
+        with pytest.raises(InputError, match="summary.json: damaged"):
+            run.read_summary()
+
+
+class TestPermissions:
+    """Run files get the mode the umask gives (colleagues on a shared disk can read them), not 0600/0700."""
+
+    @pytest.mark.parametrize("mask", [0o022, 0o077])
+    def test_modes_follow_the_umask(self, tmp_path, mask):
+        old = os.umask(mask)
+        try:
+            run = RunDir(tmp_path / "run")
+            run.write_config({"a": 1})
+            run.append_metrics({"step": 1})
+            folder = run.save_checkpoint({"net": _model()}, state={"step": 1})
+        finally:
+            os.umask(old)
+        for file in (run.config_path, run.metrics_path, folder / "net.safetensors", run.checkpoints / "LATEST"):
+            assert stat.S_IMODE(file.stat().st_mode) == 0o666 & ~mask, file
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~mask

@@ -233,3 +233,171 @@ def test_worker_processes(tiny_dataset, tmp_path) -> None:
     outcomes = {o.name: o.status for o in sw.run_sweep(sweep, runs, workers=2)}
     assert outcomes == {"missing/000": "failed", "tiny/000": "done"}
     assert yaml.safe_load((runs / "tiny/000/config.yaml").read_text())["data"] == str(tiny_dataset)
+
+
+# -- reliability: names stay inside the runs folder, tasks come from the toolkit, failures stay local -----
+PLUGIN = '''
+import json, os, pathlib, signal
+
+
+def task(config, run_dir, **kwargs):
+    """Writes its summary, or dies the way a process killed for memory does."""
+    if config.get("die"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    pathlib.Path(run_dir, "summary.json").write_text(json.dumps({"value": config.get("value", 0)}))
+'''
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch) -> str:
+    """A task module outside the toolkit (importable here and in spawned workers): ``ni_plugin_tasks:task``."""
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "ni_plugin_tasks.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(folder))
+    return "ni_plugin_tasks:task"
+
+
+class TestPathEscape:
+    @pytest.mark.parametrize(
+        "source, message",
+        [
+            ({"stages": [{"name": "..", "task": "nip"}]}, "stage name '..'"),
+            ({"task": "nip", "grid": {"camera": [".."]}}, "cannot name a run folder"),
+            ({"task": "nip", "grid": {"data": [{"name": "..", "data": "x"}]}}, "cannot name a run folder"),
+        ],
+    )
+    def test_names_that_would_leave_the_runs_folder_are_refused(self, source, message, tmp_path) -> None:
+        with pytest.raises(InputError, match=message):
+            sw.expand(source, runs_dir=tmp_path)
+
+    @pytest.mark.parametrize("name", ["../outside", "/etc", "a/../../outside", "a//b", "a\\\\..\\\\b"])
+    def test_plan_names_outside_are_refused(self, name, tmp_path) -> None:
+        runs = tmp_path / "runs"
+        runs.mkdir()
+        (runs / sw.PLAN_FILE).write_text(json.dumps({"runs": [{"name": "ok/000"}, {"name": name}]}))
+        with pytest.raises(InputError, match="sweep-plan.json: run name"):
+            sw.sweep_status(runs)
+
+    def test_a_link_leading_outside_is_refused(self, tmp_path) -> None:
+        runs, outside = tmp_path / "runs", tmp_path / "outside"
+        runs.mkdir()
+        outside.mkdir()
+        (runs / "linked").symlink_to(outside)
+        (runs / sw.PLAN_FILE).write_text(json.dumps({"runs": [{"name": "linked/000"}]}))
+        with pytest.raises(InputError, match="leaves the folder"):
+            sw.find_runs(runs)
+        spec = sw.RunSpec("linked/000", "", sw.TASKS["nip"], {}, {})
+        with pytest.raises(InputError, match="leaves the folder"):
+            sw.execute_run(spec, runs)
+        assert list(outside.iterdir()) == []
+
+    @pytest.mark.parametrize("text", ['{"runs": [1, 2]}', '{"runs": "all"}', "[]", "\x00\x01binary", '{"runs": [{"x": 1}]}'])
+    def test_malformed_plan_is_one_line_error(self, text, tmp_path) -> None:
+        runs = tmp_path / "runs"
+        runs.mkdir()
+        (runs / sw.PLAN_FILE).write_text(text)
+        with pytest.raises(InputError, match="sweep-plan.json: not a sweep plan"):
+            sw.find_runs(runs)
+
+
+class TestTasks:
+    def test_tasks_of_other_modules_need_an_explicit_opt_in(self, plugin, tmp_path) -> None:
+        for task in ("os:system", plugin, "subprocess:run"):
+            with pytest.raises(InputError, match="not one of the toolkit's tasks .*--plugin"):
+                sw.expand({"task": task, "grid": {"value": [1]}}, runs_dir=tmp_path)
+        sweep = sw.expand({"task": plugin, "grid": {"value": [1]}}, runs_dir=tmp_path, plugins=[plugin])
+        assert [o.status for o in sw.run_sweep(sweep, tmp_path)] == ["done"]
+        # the toolkit's own tasks need no opt-in, by name or by their module:function
+        assert sw.expand({"task": sw.TASKS["nip"]}, runs_dir=tmp_path).runs[0].task == sw.TASKS["nip"]
+
+
+def test_one_dead_worker_fails_only_its_run(plugin, tmp_path) -> None:
+    """A worker process killed (as for memory) under workers=2 fails its run; the others finish."""
+    runs = tmp_path / "runs"
+    source = {"task": plugin, "grid": {"case": [{"name": "a", "value": 1}, {"name": "killed", "die": True},
+                                                 {"name": "c", "value": 3}, {"name": "d", "value": 4}]}}
+    sweep = sw.expand(source, runs_dir=runs, plugins=[plugin])
+    outcomes = {o.name: o for o in sw.run_sweep(sweep, runs, workers=2)}
+    assert {n: o.status for n, o in outcomes.items()} == {"a/000": "done", "killed/000": "failed", "c/000": "done",
+                                                          "d/000": "done"}
+    assert "worker process died (exit code -9)" in outcomes["killed/000"].error
+    assert json.loads((runs / "d/000/summary.json").read_text()) == {"value": 4}
+    assert sw.run_state(runs / "killed/000").state == "failed"
+
+
+def test_a_lock_left_by_a_killed_executor_is_taken_over_at_once(plugin, tmp_path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    runs = tmp_path / "runs"
+    [spec] = sw.expand({"task": plugin}, runs_dir=runs, plugins=[plugin]).runs
+    folder = runs / spec.name
+    folder.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock = {"host": socket.gethostname(), "pid": int(dead.stdout), "boot_id": sw._boot_id(), "started": 0}
+    (folder / sw.LOCK_FILE).write_text(json.dumps(lock))  # fresh mtime, but its owner is gone
+    assert sw.run_state(folder).state == "pending"
+    assert sw.execute_run(spec, runs).status == "done"
+    # a live owner on this host (this process) still holds its run, as does an owner on another host
+    for owner in ({**lock, "pid": os.getpid()}, {**lock, "host": "elsewhere"}):
+        (folder / "summary.json").unlink(missing_ok=True)
+        (folder / sw.LOCK_FILE).write_text(json.dumps(owner))
+        assert sw.run_state(folder).state == "running"
+        assert sw.execute_run(spec, runs).status == "busy"
+
+
+def test_later_stage_waits_for_an_unfinished_nip_run(tiny_dataset, tmp_path) -> None:
+    """A pre-training stopped early leaves its joint runs blocked (not started, not done) until it finishes."""
+    runs = tmp_path / "runs"
+    joint = {"preset": "quick", "data": str(tiny_dataset), "nip_run": "{runs}/pre/inet/000", "patch": 16, "batch": 4,
+             "epochs": 2, "validate_every": 2, "checkpoint_every": 2, "val_patches": 4, "val_batch": 4}
+
+    def sweep(**nip_extra):
+        pre = {"name": "pre", "task": "nip", "config": {**TINY_NIP, "data": str(tiny_dataset), **nip_extra},
+               "grid": {"nip": ["inet"]}}
+        return sw.expand({"stages": [pre, {"name": "joint", "config": joint, "grid": {"mode": ["F", "F+N"]}}]},
+                         runs_dir=runs)
+
+    outcomes = {o.name: o for o in sw.run_sweep(sweep(max_steps=2), runs)}
+    assert outcomes["pre/inet/000"].status == "incomplete"
+    assert {outcomes[n].status for n in ("joint/F/000", "joint/FN/000")} == {"blocked"}
+    assert "waits for its NIP run" in outcomes["joint/F/000"].error
+    assert not (runs / "joint").exists()
+    outcomes = {o.name: o.status for o in sw.run_sweep(sweep(), runs)}
+    assert outcomes == {"pre/inet/000": "done", "joint/F/000": "done", "joint/FN/000": "done"}
+    record = json.loads((runs / "joint/F/000/nip_source.json").read_text())
+    assert record["finished"] and record["step"] == 4
+
+
+def test_damaged_summary_is_not_done_and_is_rewritten(plugin, tmp_path) -> None:
+    runs = tmp_path / "runs"
+    sweep = sw.expand({"task": plugin, "grid": {"value": [5]}}, runs_dir=runs, plugins=[plugin])
+    sw.run_sweep(sweep, runs)
+    summary = runs / "value-5/000/summary.json"
+    summary.write_text('{"value": ')  # torn
+    state = sw.run_state(summary.parent)
+    assert state.state == "pending" and "summary.json is damaged" in state.error
+    assert [o.status for o in sw.run_sweep(sweep, runs)] == ["done"]
+    assert json.loads(summary.read_text()) == {"value": 5}
+    assert (summary.parent / "summary.json.damaged").read_text() == '{"value": '
+
+
+def test_run_without_intact_checkpoint_is_not_resumable(tmp_path) -> None:
+    import torch
+
+    run = RunDir(tmp_path / "r")
+    run.write_config({"nip": "inet"})
+    run.save_checkpoint({"net": torch.nn.Linear(2, 2)}, state={"step": 1})
+    (run.checkpoints / "step-000000001" / "net.safetensors").write_bytes(b"\0" * 10)
+    state = sw.run_state(run.path)
+    assert (state.state, state.resumable, state.error) == ("pending", False, "no intact checkpoint")
+
+
+def test_only_must_name_a_run(tmp_path) -> None:
+    sweep = sw.expand(_nip_sweep(tmp_path), runs_dir=tmp_path / "runs")
+    with pytest.raises(InputError, match="--only 'NOSUCHRUN': no run of sweep"):
+        sw.run_sweep(sweep, tmp_path / "runs", only=["NOSUCHRUN"])
+    assert not (tmp_path / "runs").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from neuralimaging.data.dataset import Dataset
 from neuralimaging.data.patches import sample_patches
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.fidelity import nip_fidelity
-from neuralimaging.experiments.rundir import RunDir, config_hash
+from neuralimaging.experiments.rundir import NIP_SOURCE, RunDir, config_hash
 from neuralimaging.experiments.train_manipulation import (
     LATER_DEFAULTS,
     PRESETS,
@@ -266,6 +267,10 @@ class TestEvaluate:
         with pytest.raises(InputError, match="not a run directory"):
             evaluate(tmp_path)
 
+    def test_a_nip_run_is_not_a_manipulation_run(self, tiny_nip_run) -> None:
+        with pytest.raises(InputError, match="not a `train manipulation` run"):
+            evaluate(tiny_nip_run)
+
 
 class TestPaperEffect:
     """The paper's finding on a tiny fixed-seed configuration: a jointly trained NIP (F+N) leaves traces that
@@ -293,3 +298,35 @@ class TestPaperEffect:
         fn = evaluate(runs["root"] / "fan,nip", codec="libjpeg", fidelity=False)
         assert f["split"] == fn["split"] == "test" and f["quality"] == fn["quality"] == 50
         assert fn["accuracy"] > f["accuracy"] + 0.1, (f["accuracy"], fn["accuracy"])
+
+
+class TestNipSource:
+    """A later stage starts only from a finished NIP run (unless allowed), records which checkpoint it used, and
+    is not measured on another NIP than the one it was trained with."""
+
+    def test_records_the_nip_checkpoint(self, joint_run, tiny_nip_run) -> None:
+        record = json.loads((joint_run[0] / NIP_SOURCE).read_text())
+        assert record["step"] == 30 and record["finished"] and not record["forced"]
+        assert record["sha256"] == RunDir(tiny_nip_run).checkpoint_id()["sha256"]
+        assert record["checkpoint"] == "step-000000030"
+
+    def test_unfinished_nip_run_is_refused_unless_allowed(self, tiny_dataset, tiny_nip_config, tmp_path) -> None:
+        from neuralimaging.experiments.train_nip import train_nip
+
+        nip_config = {**tiny_nip_config, "data": str(tiny_dataset), "max_epochs": 4, "val_every": 2}
+        train_nip({**nip_config, "max_steps": 2}, tmp_path / "nip", device="cpu", progress=False)  # stopped early
+        config = tiny_config(tiny_dataset, tmp_path / "nip", train="fan", epochs=2, validate_every=2,
+                             checkpoint_every=2)
+        with pytest.raises(InputError, match="the NIP run has not finished .*step-000000002"):
+            train_manipulation(config, tmp_path / "f", device="cpu", progress=False)
+        assert not (tmp_path / "f").exists()
+        train_manipulation(config, tmp_path / "f", device="cpu", progress=False, allow_unfinished_nip=True)
+        record = json.loads((tmp_path / "f" / NIP_SOURCE).read_text())
+        assert (record["step"], record["finished"], record["forced"]) == (2, False, True)
+        evaluate(tmp_path / "f", split="val", fidelity=False)  # the NIP is still the one it was trained with
+        # the NIP run goes on: the F run's frozen NIP is no longer there, so measuring it would be wrong
+        train_nip(nip_config, tmp_path / "nip", resume=True, device="cpu", progress=False)
+        with pytest.raises(InputError, match="its NIP changed since .* was trained .*step-000000004.*step-000000002"):
+            evaluate(tmp_path / "f", split="val")
+        with pytest.raises(InputError, match="its NIP changed"):
+            load_workflow(tmp_path / "f")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +241,58 @@ def test_export_then_start_from_the_exported_weights(tmp_path, tiny_nip_run, tin
 def test_unknown_config_keys_are_refused(tiny_dataset):
     with pytest.raises(InputError, match="unknown config keys: val_patches"):
         make_config({"data": str(tiny_dataset), "val_patches": 8})
+
+
+def test_resume_past_a_damaged_checkpoint_and_torn_metrics_matches_an_uninterrupted_run(
+    tmp_path, tiny_dataset, tiny_nip_config
+):
+    """Killed at step 10 (checkpoints at 8 and 10), then the newest checkpoint's weights and the metrics' last
+    line torn: the resume falls back to step 8 with a warning and ends where an uninterrupted run ends."""
+    from neuralimaging.experiments.rundir import CheckpointWarning
+
+    config = {**tiny_nip_config, "data": str(tiny_dataset), "max_epochs": 12, "val_every": 4}
+    full = train_nip(config, tmp_path / "full", device="cpu", progress=False)
+    train_nip({**config, "max_steps": 10}, tmp_path / "killed", device="cpu", progress=False)
+    run = RunDir(tmp_path / "killed")
+    assert sorted(p.name for p in run.checkpoints.glob("step-*")) == ["step-000000008", "step-000000010"]
+    weights = run.checkpoints / "step-000000010" / "nip.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with open(run.metrics_path, "a") as handle:
+        handle.write('{"step": 12, "val_lo')
+    with pytest.warns(CheckpointWarning, match="step-000000010: nip.safetensors has 100 bytes"):
+        resumed = train_nip(config, tmp_path / "killed", resume=True, device="cpu", progress=False)
+    assert resumed["steps"] == full["steps"] == 12
+    a, b = RunDir(tmp_path / "full").load_weights("nip"), run.load_weights("nip")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6)
+    assert [r["step"] for r in run.read_metrics()] == [0, 4, 8, 12]
+    assert resumed["psnr"] == pytest.approx(full["psnr"], abs=1e-4)
+
+
+def test_a_run_with_no_intact_checkpoint_is_refused_not_restarted(tmp_path, tiny_dataset, tiny_nip_config):
+    config = {**tiny_nip_config, "data": str(tiny_dataset), "max_epochs": 8, "val_every": 4}
+    train_nip({**config, "max_steps": 4}, tmp_path / "run", device="cpu", progress=False)
+    run = RunDir(tmp_path / "run")
+    (run.checkpoints / "LATEST").write_text("step-000000006\n")  # names a step that is not there
+    shutil.rmtree(run.checkpoints / "step-000000004")
+    metrics = run.metrics_path.read_text()
+    with pytest.raises(InputError, match="no intact checkpoint"):
+        train_nip(config, tmp_path / "run", resume=True, device="cpu", progress=False)
+    with pytest.raises(InputError, match="already holds a run"):
+        train_nip(config, tmp_path / "run", device="cpu", progress=False)
+    assert run.metrics_path.read_text() == metrics  # nothing lost
+
+
+def test_a_run_stopped_between_validations_reports_figures_of_its_last_step(tmp_path, tiny_dataset, tiny_nip_config):
+    """Stopped by max_steps at step 3, validations due every 100 epochs: the figures are measured at step 3,
+    not taken from the step-0 validation; metrics.jsonl keeps only the validations the schedule makes."""
+    config = {**tiny_nip_config, "data": str(tiny_dataset), "max_epochs": 12, "val_every": 100}
+    stopped = train_nip({**config, "max_steps": 3}, tmp_path / "run", device="cpu", progress=False)
+    run = RunDir(tmp_path / "run")
+    records = run.read_metrics()
+    assert stopped["stopped"] == "max_steps" and stopped["steps"] == 3 and [r["step"] for r in records] == [0]
+    at_end = validate(load_nip(run.path), fidelity_images(Dataset.load(tiny_dataset).val, config["val_images"]))
+    assert stopped["psnr"] == pytest.approx(at_end["psnr"], abs=1e-4)
+    assert stopped["val_loss"] == pytest.approx(at_end["val_loss"], rel=1e-4)
+    assert stopped["psnr"] != pytest.approx(records[0]["psnr"], abs=1e-3)
+    assert not run.summary_path.exists()

@@ -351,6 +351,17 @@ class TestPCE:
         with pytest.raises(InputError, match="radius"):
             prnu.pce(np.zeros((8, 8)), radius=4)
 
+    @pytest.mark.parametrize("shape", [(40, 32), (41, 33)])
+    def test_search_larger_than_the_image_searches_every_shift_once(self, shape) -> None:
+        """Regression: --search 100000 built a (2 search + 1)^2 window (298 GiB) instead of wrapping around."""
+        cc = np.random.default_rng(5).normal(0, 1, shape)
+        cc[shape[0] // 2, 3] = 60.0  # the largest shift there is, on the odd side
+        every = prnu.pce(cc, radius=2, search=None)
+        for search in (shape[0] // 2, 100_000, 10**12):
+            assert prnu.pce(cc, radius=2, search=search) == every
+        near = prnu.pce(cc, radius=2, search=3)  # a small search stays a window around zero shift
+        assert near.peak != every.peak and max(abs(v) for v in near.peak) <= 3
+
 
 class TestVirtualCamera:
     """Real DNGs of two virtual cameras (known K), developed with the paper's python ISP."""

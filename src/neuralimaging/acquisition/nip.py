@@ -16,8 +16,9 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from neuralimaging import registry
-from neuralimaging.acquisition.isp import PythonISP
+from neuralimaging.acquisition.isp import GAMMAS, PythonISP
 from neuralimaging.errors import InputError
 from neuralimaging.layers import Conv2d
 
@@ -41,6 +42,7 @@ __all__ = [
     "bayer_to_rgb_weight",
     "GAMMA_NET",
     "fit_gamma_net",
+    "check_options",
     "create",
     "names",
     "develop_tiled",
@@ -565,12 +567,35 @@ def names() -> list[str]:
     return list(_NIPS)
 
 
-def create(name: str, **kwargs: object) -> NIP:
-    """Build a NIP by name (``"inet"``, ``"unet"``, ``"dnet"``, case-insensitive); keyword arguments go to it."""
+def check_options(name: str, options: Mapping[str, Any]) -> None:
+    """Check that ``options`` are keyword arguments NIP ``name`` takes, with usable values.
+
+    Raises:
+        InputError: for an unknown NIP or option, a width or depth that is not a positive integer, or an
+            unknown baseline or gamma.
+    """
     builder = _NIPS.get(str(name).lower())
     if builder is None:
         raise InputError(f"unknown NIP {name!r}; expected one of: {', '.join(_NIPS)}")
-    return builder(**kwargs)
+    if not isinstance(options, Mapping):
+        raise InputError(f"nip_options must be a mapping of option -> value, got {options!r}")
+    known = [p for p in inspect.signature(builder.__init__).parameters if p != "self"]
+    for key, value in options.items():
+        if key not in known:
+            raise InputError(f"nip_options: {builder.__name__} takes no option {key!r}; expected some of: {', '.join(known)}")
+        if key in ("width", "depth") and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InputError(f"nip_options {key} must be a positive integer, got {value!r}")
+    if options.get("baseline") not in UNET_BASELINES:
+        raise InputError(f"nip_options baseline must be null, 'inet' or 'menon', got {options['baseline']!r}")
+    if "gamma" in options and options["gamma"] not in GAMMAS:
+        raise InputError(f"nip_options gamma must be one of {', '.join(GAMMAS)}, got {options['gamma']!r}")
+
+
+def create(name: str, **kwargs: object) -> NIP:
+    """Build a NIP by name (``"inet"``, ``"unet"``, ``"dnet"``, case-insensitive); keyword arguments go to it
+    (checked by :func:`check_options`)."""
+    check_options(name, kwargs)
+    return _NIPS[str(name).lower()](**kwargs)
 
 
 def _starts(size: int, step: int) -> list[int]:

@@ -2,8 +2,8 @@
 
 Every module in this package has a ``register(subparsers, common)`` function that adds its command, and an
 entry in :data:`COMMANDS`; each command sets ``func`` (``args -> exit code``) on its parser. Errors the
-library raises for bad input (:class:`~neuralimaging.errors.NeuralImagingError`, missing files) become one
-line on stderr and exit code 2.
+library raises for bad input (:class:`~neuralimaging.errors.NeuralImagingError`, missing, existing or
+forbidden files) become one line on stderr and exit code 2.
 
 Only the module of the command being run is imported (:data:`COMMANDS` names them, with their one-line
 help): ``neuralimaging --help`` and ``--version`` start without torch, and a command does not pay for the
@@ -84,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()
     try:
         return int(args.func(args) or 0)
-    except (NeuralImagingError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as error:
+    except (NeuralImagingError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+            PermissionError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"neuralimaging {args.command}: error: {message}", file=sys.stderr)
         return 2

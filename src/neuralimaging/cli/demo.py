@@ -30,6 +30,12 @@ def _fmt(value: Any, pattern: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from neuralimaging.errors import InputError
+
+    if args.sweep is not None and not Path(args.sweep).is_file():  # before minutes of synthesizing and preparing
+        raise InputError(f"--sweep {args.sweep}: sweep file not found")
     summary = run_demo(
         args.out, camera=args.camera, photos=args.photos, device=args.device, sweep_file=args.sweep, log=print
     )

@@ -1,4 +1,5 @@
-"""``neuralimaging develop``: RAW files -> PNG with a standard pipeline (one PNG per input, named after it)."""
+"""``neuralimaging develop``: RAW files -> PNG with a standard pipeline (one PNG per input, named after it;
+existing PNGs are kept unless ``--overwrite``)."""
 
 from __future__ import annotations
 
@@ -63,12 +64,15 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="develop RAW files into PNG images with a standard pipeline",
         description="Develop RAW files (DNG, NEF, CR2, ...) into one PNG per input, named after it. "
         "python: the paper's pipeline (Menon demosaicing, camera matrix, gamma 1/2.2); libraw: rawpy.postprocess "
-        "with camera white balance, sRGB, no auto-brightening. Bad files are reported and skipped (exit code 1).",
+        "with camera white balance, sRGB, no auto-brightening. Bad files, and files whose PNG exists already "
+        "(without --overwrite), are reported and skipped (exit code 1).",
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="RAW files to develop")
     parser.add_argument("--pipeline", choices=sorted(PIPELINES), default="python", help="pipeline (default: python)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created)")
     parser.add_argument("--bits", type=int, choices=(8, 16), default=8, help="bits per sample of the PNGs (default: 8)")
+    parser.add_argument("--overwrite", action="store_true", help="replace PNGs that exist (default: keep them, "
+                        "and report those inputs as failed)")
     parser.add_argument("--gamma", choices=GAMMAS, default="2.2", help="tone curve: 2.2 (paper) or srgb (default: 2.2)")
     parser.add_argument("--model", type=Path, metavar="RUN_DIR",
                         help="inet/unet/dnet: run directory of `neuralimaging train nip` (gamma is the NIP's own)")
@@ -86,9 +90,13 @@ def run(args: argparse.Namespace) -> int:
         if path.stem in by_stem and by_stem[path.stem] != path:
             raise InputError(f"{path}: would be written to the same PNG as {by_stem[path.stem]}; develop them apart")
         by_stem[path.stem] = path
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out}: exists and is not a folder")
     args.out.mkdir(parents=True, exist_ok=True)
 
     def work(path: Path) -> None:
+        if (args.out / f"{path.stem}.png").exists() and not args.overwrite:
+            raise InputError(f"{args.out / f'{path.stem}.png'}: exists; pass --overwrite to replace it")
         rgb = pipeline(path, args)
         target = save_image(args.out / f"{path.stem}.png", rgb, bits=args.bits)
         if len(args.files) == 1:

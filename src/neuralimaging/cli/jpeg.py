@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -37,12 +38,18 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     compare.set_defaults(func=run)
 
 
-def _expand(items: list[str]) -> list[Path]:
+def _expand(items: list[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The photos the arguments name, and the arguments that name none (an empty folder, say) with the reason."""
     paths: list[Path] = []
+    failures: list[tuple[Path, str]] = []
     for item in items:
         path = Path(item)
-        paths.extend(find_photos(item) if item == "default" or path.is_dir() else [path])
-    return paths
+        try:
+            paths.extend(find_photos(item) if item == "default" or path.is_dir() else [path])
+        except InputError as error:
+            failures.append((path, str(error).splitlines()[0]))
+            print(f"failed: {path}: {failures[-1][1]}", file=sys.stderr)
+    return paths, failures
 
 
 def _number(value: float) -> float | None:
@@ -53,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.quality <= 100:
         raise InputError(f"--quality must be an integer in [1, 100], got {args.quality}")
     device = resolve_device(args.device)
-    paths = _expand(args.images)
+    paths, empty = _expand(args.images)
     rows: list[dict[str, object]] = []
 
     def work(path: Path) -> None:
@@ -63,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             {"image": str(path), "psnr": float(result["psnr"][0]), "max_abs": round(float(result["max_abs"][0]), 3)}
         )
 
-    failures = run_batch(paths, work, desc="jpeg compare", name=lambda p: p.name)
+    failures = empty + run_batch(paths, work, desc="jpeg compare", name=lambda p: p.name)
     mean_psnr = sum(float(r["psnr"]) for r in rows) / len(rows) if rows else float("nan")  # type: ignore[arg-type]
     settings = {"quality": args.quality, "subsampling": args.subsampling, "rounding": args.rounding}
     if args.json:
@@ -84,4 +91,4 @@ def run(args: argparse.Namespace) -> int:
         if rows:
             worst = max(float(r["max_abs"]) for r in rows)  # type: ignore[arg-type]
             print(f"{'mean':<40}{mean_psnr:>10.2f}{worst:>10.0f}")
-    return report_failures(failures, len(paths), "image")
+    return report_failures(failures, len(paths) + len(empty), "image")

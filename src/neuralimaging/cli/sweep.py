@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     run = commands.add_parser(
         "run", parents=[common], help="run (or resume) every run of a sweep file",
         description="Expand SWEEP.yaml into runs under RUNS_DIR and run them: finished runs are skipped, "
-        "interrupted ones resume from their checkpoints, a failing run is recorded and the others go on.",
+        "interrupted ones resume from their checkpoints, a failing run is recorded and the others go on. "
+        "Exit code 1 when any run did not finish (failed, blocked by an unfinished NIP run, busy elsewhere, "
+        "stopped early).",
     )
     run.add_argument("sweep_file", metavar="SWEEP.yaml", help="the sweep file (see examples/sweeps/)")
     run.add_argument("--out", required=True, metavar="RUNS_DIR", help="folder for the run folders")
@@ -29,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     run.add_argument("--skip-failed", action="store_true", help="leave failed runs failed instead of retrying them")
     run.add_argument("--only", action="append", metavar="NAME", help="run just this run (or name prefix); repeatable")
     run.add_argument("--dry-run", action="store_true", help="list the runs and their configs without running")
+    run.add_argument("--plugin", action="append", default=[], metavar="MODULE:FUNCTION",
+                     help="allow the sweep file to run this task of another module (repeatable); without it a "
+                     "sweep runs only the toolkit's own tasks")
     run.set_defaults(func=run_command)
 
     status = commands.add_parser("status", parents=[common], help="done / running / failed / pending runs of a runs folder")
@@ -39,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def run_command(args: argparse.Namespace) -> int:
     resolve_device(args.device)  # fail early on --device cuda without CUDA
-    sweep = sweep_lib.load_sweep(args.sweep_file, runs_dir=args.out)
+    sweep = sweep_lib.load_sweep(args.sweep_file, runs_dir=args.out, plugins=args.plugin)
     if args.dry_run:
         for spec in sweep.runs:
             print(f"{spec.name}  [{spec.task}]  {json.dumps(spec.config, sort_keys=True)}")
@@ -62,7 +67,13 @@ def run_command(args: argparse.Namespace) -> int:
     counts = Counter(o.status for o in outcomes)
     wall = time.perf_counter() - start
     print(f"sweep {sweep.name}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f" in {wall:.1f} s; runs in {args.out}")
-    return 1 if counts.get("failed") else 0
+    unfinished = [o for o in outcomes if o.status not in ("done", "skipped")]
+    if unfinished:
+        print(f"{len(unfinished)} of {len(outcomes)} runs did not finish:", file=sys.stderr)
+        for outcome in unfinished:
+            print(f"  {outcome.name}: {outcome.status}{': ' + outcome.error if outcome.error else ''}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def status_command(args: argparse.Namespace) -> int:

@@ -100,7 +100,7 @@ def _run_options(
 
 
 def run_nip(args: argparse.Namespace) -> int:
-    from neuralimaging.experiments.rundir import config_hash
+    from neuralimaging.experiments.rundir import config_hash, discard_unstarted, run_folder
     from neuralimaging.experiments.train_nip import make_config, train_nip
 
     overrides = parse_overrides(args.overrides)
@@ -112,8 +112,9 @@ def run_nip(args: argparse.Namespace) -> int:
         raise InputError(f"{args.data}: dataset folder not found")
     config = make_config(overrides, preset=args.preset)
     name = args.name or f"nip-{config['nip']}-{config['preset']}-{config_hash({k: v for k, v in config.items() if k != 'max_steps'})[:8]}"
-    run_dir = args.out / name
-    summary = train_nip(config, run_dir, resume=args.resume, device=args.device, progress=not args.no_progress)
+    run_dir = run_folder(args.out, name)
+    with discard_unstarted(run_dir):
+        summary = train_nip(config, run_dir, resume=args.resume, device=args.device, progress=not args.no_progress)
     exported = None
     if args.export is not None and summary["stopped"] != "max_steps":
         from neuralimaging.experiments.train_nip import export_nip
@@ -154,11 +155,13 @@ def _register_manipulation(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--manipulations", help="manipulation classes, native first (default: "
                         "native,sharpen,gaussian,jpeg,resample)")
     parser.add_argument("--channel", help="sharing channel, e.g. 'down:2,jpeg:50' (default) or 'none'")
+    parser.add_argument("--allow-unfinished-nip", action="store_true",
+                        help="start from a NIP run that has not finished (recorded in the run's nip_source.json)")
     parser.set_defaults(func=run_manipulation)
 
 
 def run_manipulation(args: argparse.Namespace) -> int:
-    from neuralimaging.experiments.rundir import config_hash
+    from neuralimaging.experiments.rundir import config_hash, discard_unstarted, run_folder
     from neuralimaging.experiments.train_manipulation import resolve_config, train_manipulation
 
     config: dict[str, Any] = parse_overrides(args.overrides)
@@ -172,9 +175,10 @@ def run_manipulation(args: argparse.Namespace) -> int:
         raise InputError(f"{args.nip_run}: NIP run folder not found")
     resolved = resolve_config(config)
     mode = "fn" if resolved["train"] == "fan,nip" else "f"
-    run_dir = args.out / (args.name or f"manip-{mode}-{resolved['preset']}-{config_hash(resolved)[:8]}")
-    summary = train_manipulation(config, run_dir, resume=args.resume, device=args.device,
-                                 progress=not args.no_progress, max_steps=args.max_steps)
+    run_dir = run_folder(args.out, args.name or f"manip-{mode}-{resolved['preset']}-{config_hash(resolved)[:8]}")
+    with discard_unstarted(run_dir):
+        summary = train_manipulation(config, run_dir, resume=args.resume, device=args.device, progress=not args.no_progress,
+                                     max_steps=args.max_steps, allow_unfinished_nip=args.allow_unfinished_nip)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

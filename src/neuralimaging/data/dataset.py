@@ -359,7 +359,8 @@ def prepare(
         raise InputError(f"val_fraction + test_fraction must be below 1, got {val_fraction + test_fraction}")
     names = [p.stem for p in files]
     if len(set(names)) != len(names):
-        raise InputError(f"{source_dir}: several RAW files share a name stem; rename them")
+        shared = ", ".join(sorted(p.name for p in files if names.count(p.stem) > 1))
+        raise InputError(f"{source_dir}: several RAW files share a name stem ({shared}); rename them")
     out = Path(out_dir)
     camera_name = camera or _camera_name(source_dir, files)
     settings = {

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from neuralimaging.errors import InputError
+from neuralimaging.io import MAX_PIXELS_ENV, check_pixels
 
 __all__ = ["PHOTO_SUFFIXES", "bundled_photos", "find_photos", "load_photo", "scene_of"]
 
@@ -70,12 +71,15 @@ def load_photo(path: str | Path) -> np.ndarray:
     """Read a photo as ``uint8 (H, W, 3)`` RGB (grey is repeated, alpha dropped, 16-bit scaled down)."""
     path = Path(path)
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # Pillow refuses a decompression bomb here, before decoding
+            check_pixels(path, *image.size)
             image.load()
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 array = np.asarray(image, dtype=np.float64)
                 array = np.clip(np.round(array / 257.0), 0, 255).astype(np.uint8)
                 return np.repeat(array[..., None], 3, axis=2)
             return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    except Image.DecompressionBombError as error:
+        raise InputError(f"{path}: {str(error).splitlines()[0]} (set {MAX_PIXELS_ENV} to allow larger images)") from None
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: not a readable photo ({error})") from error

@@ -32,6 +32,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from neuralimaging.errors import InputError  # noqa: E402
+from neuralimaging.fsutil import replacing  # noqa: E402
 
 __all__ = [
     "artifact_images",
@@ -61,11 +62,14 @@ def figure_png(fig: Figure, dpi: int = 100) -> bytes:
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> Path:
-    """Write the figure to ``path`` (format from the suffix) and close it."""
+    """Write the figure to ``path`` (format from the suffix; written whole or not at all) and close it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with replacing(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight",
+                        format=path.suffix.lstrip(".").lower() or plt.rcParams["savefig.format"])
+    finally:
+        plt.close(fig)
     return path
 
 

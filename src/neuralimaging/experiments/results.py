@@ -22,6 +22,7 @@ import yaml
 from neuralimaging import yamlio
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.sweep import MODES, RUN_FILE, TASKS, _read_json, find_runs, run_state
+from neuralimaging.fsutil import replacing
 
 __all__ = ["AXIS_ORDER", "METRICS", "aggregate", "collect", "find_runs", "paper_table", "save_table"]
 
@@ -194,18 +195,21 @@ def paper_table(agg: pd.DataFrame, *, metrics: Sequence[str] = METRICS) -> pd.Da
 
 
 def save_table(table: pd.DataFrame, *, csv: str | os.PathLike[str] | None = None, parquet: str | os.PathLike[str] | None = None) -> None:
-    """Write the table as CSV and/or Parquet (Parquet needs pyarrow: ``pip install 'neuralimaging[ray]'``)."""
+    """Write the table as CSV and/or Parquet (Parquet needs pyarrow: ``pip install 'neuralimaging[ray]'``).
+
+    Each file is written whole or not at all (a failure leaves an existing file as it was).
+    """
     if csv is not None:
-        Path(csv).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(csv, index=False)
+        with replacing(csv) as tmp:
+            table.to_csv(tmp, index=False)
     if parquet is not None:
         try:
             import pyarrow  # noqa: F401
         except ImportError:
             raise InputError("--parquet needs pyarrow: pip install pyarrow") from None
-        Path(parquet).parent.mkdir(parents=True, exist_ok=True)
         frame = table.copy()
         for col in frame.columns:  # mixed object columns (e.g. "-" and floats) -> strings for Arrow
             if frame[col].dtype == object:
                 frame[col] = frame[col].map(lambda v: v if v is None or isinstance(v, str) else str(v))
-        frame.to_parquet(parquet, index=False)
+        with replacing(parquet) as tmp:
+            frame.to_parquet(tmp, index=False)

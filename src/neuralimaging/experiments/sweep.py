@@ -5,11 +5,16 @@ repetitions, Korus & Memon, section 5 and supplement Table 1) and the training t
 execute locally one at a time, in ``workers`` processes, or as Ray tasks on a cluster (each task asks for the
 sweep's ``resources``, e.g. one GPU). Execution is resumable and fault-isolated:
 
-- a run is **done** when its ``summary.json`` exists: rerunning the sweep skips it;
+- a run is **done** when its ``summary.json`` exists and reads as a JSON object: rerunning the sweep skips
+  it (a damaged summary is moved aside to ``summary.json.damaged`` and the run resumes to write it again);
 - a run with a checkpoint but no summary was **interrupted** (killed, or stopped early by a step budget):
   it is pending, and rerunning resumes it (``resume=True``);
-- a run that raises is **failed**: the traceback goes to ``error.txt`` in its folder, the others go on;
-- a run holding a fresh ``.running`` heartbeat file is **running** (another executor owns it).
+- a run that raises is **failed**: the traceback goes to ``error.txt`` in its folder, the others go on; a
+  worker process that dies (killed for memory, say) fails only its own run;
+- a run holding a ``.running`` lock of a live executor is **running** (another executor owns it); a lock
+  whose owner is gone (same host and boot, dead process id; or no heartbeat for a minute) is taken over;
+- a run whose config names a ``nip_run`` that is not done is **blocked**: it does not start, and a later
+  execution runs it once its NIP run has finished.
 
 On a Ray cluster every node needs ``neuralimaging`` installed, and the runs folder (and datasets) must be on a
 filesystem every node sees at the same path: tasks write their run folders there, and the driver reads them.
@@ -20,7 +25,7 @@ Sweep file schema (every key but ``grid``/``stages`` optional)::
     resources: {num_cpus: 1, num_gpus: 0}    # per run: Ray task resources; num_cpus also sets torch threads
     stages:                                  # run in order; or put task/config/grid/repetitions at the top
       - name: pretrain                       # run names get this prefix: pretrain/<camera>/<nip>/000
-        task: nip                            # nip | manipulation (default) | "module:function"
+        task: nip                            # nip | manipulation (default) | an allowed plugin
         config: {preset: quick, data: "{sweep_dir}/data"}
         grid: {camera: [default], nip: [inet]}
       - name: joint
@@ -32,6 +37,11 @@ Sweep file schema (every key but ``grid``/``stages`` optional)::
           lambda_nip: [0.1, 0.01]            # used by F+N runs only (F is the paper's "-" row)
         repetitions: 2                       # seed = config seed (default 0) + repetition
 
+A sweep file is data, not code: ``task`` names one of the toolkit's own tasks (:data:`TASKS`). A task of
+another module (``"package.module:function"``) runs only when whoever runs the sweep allows it by name
+(``plugins=`` here, ``sweep run --plugin MODULE:FUNCTION`` on the command line), since it imports and calls
+whatever the file names.
+
 Grid axes are applied to the run's config: ``mode`` sets ``train``, ``repetition`` sets ``seed``, ``camera``
 (and ``nip`` in a manipulation task, whose NIP comes from ``nip_run``) only names runs and fills templates,
 any other axis ``a.b`` sets ``config[a][b]``. An axis value may also be a mapping
@@ -42,15 +52,16 @@ Strings in ``config`` may use ``{runs}`` (the runs folder), ``{sweep_dir}`` (the
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import copy
 import importlib
 import itertools
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import re
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -63,6 +74,7 @@ import yaml
 
 from neuralimaging import yamlio
 from neuralimaging.errors import InputError
+from neuralimaging.fsutil import atomic_write_text, inside, manifest_problem
 
 __all__ = [
     "MODES",
@@ -189,12 +201,15 @@ def _fill(value: Any, fields: Mapping[str, Any]) -> Any:
     return value
 
 
-def _resolve_task(task: str) -> str:
+def _resolve_task(task: str, plugins: Iterable[str] = ()) -> str:
     if task in TASKS:
         return TASKS[task]
-    if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", task):
+    if task in TASKS.values() or task in set(plugins):
         return task
-    raise InputError(f"task must be one of {', '.join(TASKS)} or 'module:function', got {task!r}")
+    if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", task):
+        raise InputError(f"task {task!r} is not one of the toolkit's tasks ({', '.join(TASKS)}); a sweep file may "
+                         f"run other code only when you allow it (--plugin {task})")
+    raise InputError(f"task must be one of {', '.join(TASKS)} or an allowed plugin 'module:function', got {task!r}")
 
 
 def _axis_values(where: str, axis: str, values: Any, labels_only: frozenset[str]) -> list[tuple[str, Any, dict[str, Any]]]:
@@ -222,21 +237,26 @@ def _axis_values(where: str, axis: str, values: Any, labels_only: frozenset[str]
         else:
             out.append((_label(axis, value), value, {axis: value}))
     labels = [label for label, _, _ in out]
+    for label in labels:
+        if label in (".", ".."):
+            raise InputError(f"{where}: grid axis {axis!r}: the value {label!r} cannot name a run folder")
     if len(set(labels)) != len(labels):
         raise InputError(f"{where}: grid axis {axis!r} has values with the same name: {labels}")
     return out
 
 
 def _expand_stage(
-    stage: Mapping[str, Any], where: str, defaults: Mapping[str, Any], fields: Mapping[str, Any]
+    stage: Mapping[str, Any], where: str, defaults: Mapping[str, Any], fields: Mapping[str, Any],
+    plugins: Iterable[str] = (),
 ) -> list[RunSpec]:
     unknown = set(stage) - _STAGE_KEYS
     if unknown:
         raise InputError(f"{where}: unknown keys {sorted(unknown)}; expected some of {sorted(_STAGE_KEYS)}")
     name = str(stage.get("name", ""))
-    if name and _sanitize(name) != name:
-        raise InputError(f"{where}: stage name {name!r} may hold only letters, digits, '.', '_' and '-'")
-    task = _resolve_task(str(stage.get("task", "manipulation")))
+    if name and (_sanitize(name) != name or name in (".", "..")):
+        raise InputError(f"{where}: stage name {name!r} may hold only letters, digits, '.', '_' and '-' "
+                         "(and is not '.' or '..')")
+    task = _resolve_task(str(stage.get("task", "manipulation")), plugins)
     base = stage.get("config", {}) or {}
     if not isinstance(base, Mapping):
         raise InputError(f"{where}: config must be a mapping, got {base!r}")
@@ -285,13 +305,20 @@ def _expand_stage(
     return runs
 
 
-def expand(source: Mapping[str, Any], *, runs_dir: str | os.PathLike[str], sweep_dir: str | os.PathLike[str] = ".") -> Sweep:
+def expand(
+    source: Mapping[str, Any],
+    *,
+    runs_dir: str | os.PathLike[str],
+    sweep_dir: str | os.PathLike[str] = ".",
+    plugins: Iterable[str] = (),
+) -> Sweep:
     """Expand a sweep mapping (the parsed YAML) into its runs.
 
     Args:
         source: the sweep as a mapping (schema in the module docstring).
         runs_dir: the folder that will hold the run folders (fills ``{runs}``).
         sweep_dir: the folder of the sweep file (fills ``{sweep_dir}``).
+        plugins: tasks of other modules (``"module:function"``) the sweep may run besides :data:`TASKS`.
 
     Returns:
         The sweep with its runs in execution order (stage by stage, grid order, repetitions innermost).
@@ -316,10 +343,10 @@ def expand(source: Mapping[str, Any], *, runs_dir: str | os.PathLike[str], sweep
         for i, stage in enumerate(stages):
             if not isinstance(stage, Mapping):
                 raise InputError(f"sweep: stage {i} must be a mapping")
-            runs += _expand_stage(stage, f"sweep stage {stage.get('name', i)!r}", defaults, fields)
+            runs += _expand_stage(stage, f"sweep stage {stage.get('name', i)!r}", defaults, fields, plugins)
     else:
         single = {k: v for k, v in source.items() if k in _STAGE_KEYS - {"name"}}
-        runs = _expand_stage(single, "sweep", defaults, fields)
+        runs = _expand_stage(single, "sweep", defaults, fields, plugins)
     names = [r.name for r in runs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -327,17 +354,21 @@ def expand(source: Mapping[str, Any], *, runs_dir: str | os.PathLike[str], sweep
     return Sweep(str(source.get("name", "sweep")), dict(source), runs, Path(sweep_dir))
 
 
-def load_sweep(path: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str]) -> Sweep:
-    """Read and expand a sweep YAML file (``{sweep_dir}`` is the file's folder)."""
+def load_sweep(
+    path: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str], plugins: Iterable[str] = ()
+) -> Sweep:
+    """Read and expand a sweep YAML file (``{sweep_dir}`` is the file's folder); ``plugins`` as in :func:`expand`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: sweep file not found")
     try:
         source = yamlio.load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a sweep file (not UTF-8 text)") from None
     except yaml.YAMLError as error:
         raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     try:
-        return expand(source, runs_dir=runs_dir, sweep_dir=path.parent)
+        return expand(source, runs_dir=runs_dir, sweep_dir=path.parent, plugins=plugins)
     except InputError as error:
         raise InputError(f"{path}: {error}") from None
 
@@ -354,19 +385,75 @@ class RunState:
     error: str = ""
 
 
+_STEP_NAME = re.compile(r"step-\d{9}")
+
+
 def _has_checkpoint(run_dir: Path) -> bool:
-    latest = run_dir / "checkpoints" / "LATEST"
-    if latest.is_file():
-        return (run_dir / "checkpoints" / latest.read_text(encoding="utf-8").strip()).is_dir()
-    return False
+    """Whether the run saved a checkpoint (intact or not: a damaged one makes the task fall back or refuse)."""
+    folder = run_dir / "checkpoints"
+    return (folder / "LATEST").is_file() or (
+        folder.is_dir() and any(_STEP_NAME.fullmatch(p.name) and p.is_dir() for p in folder.iterdir())
+    )
+
+
+def _resumable(run_dir: Path) -> bool:
+    """Whether the run has a checkpoint whose files have the sizes its manifest lists."""
+    folder = run_dir / "checkpoints"
+    if not folder.is_dir():
+        return False
+    return any(_STEP_NAME.fullmatch(p.name) and p.is_dir() and manifest_problem(p, deep=False) is None
+               for p in folder.iterdir())
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process (or a value this system cannot check): assume alive
+    return True
+
+
+def _owner_gone(info: Any) -> bool:
+    """Whether a lock's owner is known to be gone: written on this host since its last boot by a process that
+    no longer exists, or on this host before a reboot."""
+    if not isinstance(info, dict) or info.get("host") != socket.gethostname():
+        return False
+    boot = info.get("boot_id")
+    if boot and _boot_id() and boot != _boot_id():
+        return True
+    pid = info.get("pid")
+    return bool(boot) and isinstance(pid, int) and not isinstance(pid, bool) and not _pid_alive(pid)
 
 
 def _lock_fresh(run_dir: Path, stale_after: float = STALE_AFTER_S) -> bool:
     lock = run_dir / LOCK_FILE
     try:
-        return time.time() - lock.stat().st_mtime < stale_after
+        if time.time() - lock.stat().st_mtime >= stale_after:
+            return False
     except FileNotFoundError:
         return False
+    return not _owner_gone(_read_json(lock))
+
+
+def _summary_problem(run_dir: Path) -> str | None:
+    """None when ``summary.json`` is a readable JSON object, else what is wrong ("missing" when absent)."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return "missing"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"summary.json is damaged ({type(error).__name__})"
+    return None if isinstance(summary, dict) else "summary.json is damaged (not a JSON object)"
 
 
 def _last_line(text: str) -> str:
@@ -378,15 +465,18 @@ def run_state(run_dir: str | os.PathLike[str], name: str | None = None) -> RunSt
     """The state of the run in ``run_dir`` (see the module docstring for the rules)."""
     run_dir = Path(run_dir)
     name = name if name is not None else run_dir.name
-    if (run_dir / "summary.json").is_file():
+    summary = _summary_problem(run_dir)
+    if summary is None:
         return RunState(name, "done")
-    resumable = _has_checkpoint(run_dir)
+    resumable = _resumable(run_dir)
     if _lock_fresh(run_dir):
         return RunState(name, "running", resumable)
     error_file = run_dir / ERROR_FILE
     if error_file.is_file():
-        return RunState(name, "failed", resumable, _last_line(error_file.read_text(encoding="utf-8")))
-    return RunState(name, "pending", resumable)
+        return RunState(name, "failed", resumable, _last_line(error_file.read_text(encoding="utf-8", errors="replace")))
+    if _has_checkpoint(run_dir) and not resumable:
+        return RunState(name, "pending", False, "no intact checkpoint")
+    return RunState(name, "pending", resumable, "" if summary == "missing" else summary)
 
 
 def _read_json(path: Path) -> Any:
@@ -397,19 +487,36 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _planned_names(runs_dir: Path) -> list[str]:
+    """Run names of ``sweep-plan.json`` (none without a plan), each checked to stay inside ``runs_dir``.
+
+    Raises:
+        InputError: when the plan is not a sweep plan or names a run outside ``runs_dir``.
+    """
+    path = runs_dir / PLAN_FILE
+    if not path.exists():
+        return []
+    plan = _read_json(path)
+    runs = plan.get("runs") if isinstance(plan, dict) else None
+    if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in runs):
+        raise InputError(f"{path}: not a sweep plan (expected {{\"runs\": [{{\"name\": ...}}, ...]}})")
+    names = [r["name"] for r in runs]
+    for name in names:
+        inside(runs_dir, name, f"{path}: run name")
+    return names
+
+
 def find_runs(runs_dir: str | os.PathLike[str]) -> list[str]:
     """Names (relative paths) of every run folder under ``runs_dir``: planned ones first, in plan order.
 
     Raises:
         NotADirectoryError: when ``runs_dir`` is not a folder.
+        InputError: when its ``sweep-plan.json`` is damaged or names runs outside it.
     """
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise NotADirectoryError(f"{runs_dir}: not a runs folder")
-    names: list[str] = []
-    plan = _read_json(runs_dir / PLAN_FILE)  # None: no plan (runs started one by one), or one being written
-    if isinstance(plan, dict):
-        names += [r["name"] for r in plan.get("runs", [])]
+    names: list[str] = _planned_names(runs_dir)
     markers = ("summary.json", "config.yaml", RUN_FILE)
     found = sorted({p.parent for m in markers for p in runs_dir.rglob(m)})
     for folder in found:
@@ -436,7 +543,8 @@ def sweep_status(runs_dir: str | os.PathLike[str]) -> list[RunState]:
 @dataclass(frozen=True)
 class RunOutcome:
     """What happened to one run in this execution: ``status`` is done, skipped (already done), incomplete
-    (stopped before its summary), failed or busy (another executor holds it)."""
+    (stopped before its summary), failed, busy (another executor holds it) or blocked (a run it needs is not
+    done)."""
 
     name: str
     status: str
@@ -456,14 +564,15 @@ class _Heartbeat:
     def acquire(self, stale_after: float = STALE_AFTER_S) -> bool:
         """Create the lock atomically (``O_EXCL``), replacing a stale one; False when another executor
         holds a fresh one."""
-        info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}) + "\n"
+        info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "boot_id": _boot_id(),
+                           "started": time.time()}) + "\n"
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask applies
             except FileExistsError:
                 if _lock_fresh(self.path.parent, stale_after):
                     return False
-                self.path.unlink(missing_ok=True)  # left by a killed executor
+                self.path.unlink(missing_ok=True)  # left by a killed executor (dead owner or no heartbeat)
                 continue
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(info)
@@ -501,14 +610,25 @@ def _import_task(task: str) -> Callable[..., Any]:
     return fn
 
 
+def _waits_for(spec: RunSpec) -> str | None:
+    """Why the run cannot start yet (its ``nip_run`` is not done), or None."""
+    nip_run = spec.config.get("nip_run")
+    if not isinstance(nip_run, (str, os.PathLike)):
+        return None
+    state = run_state(Path(nip_run))
+    if state.state == "done":
+        return None
+    return f"waits for its NIP run {nip_run} ({state.state}{': ' + state.error if state.error else ''})"
+
+
 def execute_run(spec: RunSpec, runs_dir: str | os.PathLike[str], device: str = "auto", threads: int | None = None) -> RunOutcome:
     """Execute one run in this process, isolating its failure.
 
-    Skips the run when it is done or another executor holds a fresh heartbeat; resumes it from its
-    checkpoint when it has one. The task is called as ``task(config, run_dir, resume=..., device=...,
-    progress=False)`` and owns ``summary.json``: a task that returns without writing it (stopped early) leaves
-    the run ``incomplete`` (pending, resumable). Any exception is caught and written with its traceback to
-    ``error.txt``.
+    Skips the run when it is done or another executor holds its lock; does not start it (``blocked``) while
+    the NIP run its config names is not done; resumes it from its checkpoint when it has one. The task is
+    called as ``task(config, run_dir, resume=..., device=..., progress=False)`` and owns ``summary.json``: a
+    task that returns without writing it (stopped early) leaves the run ``incomplete`` (pending, resumable).
+    Any exception is caught and written with its traceback to ``error.txt``.
 
     Args:
         spec: the run.
@@ -519,23 +639,28 @@ def execute_run(spec: RunSpec, runs_dir: str | os.PathLike[str], device: str = "
     Returns:
         The outcome (never raises for a failing task).
     """
-    from neuralimaging.experiments.rundir import atomic_write_text
-
-    run_dir = Path(runs_dir) / spec.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / "summary.json").is_file():
+    run_dir = inside(runs_dir, spec.name, "run name")
+    summary = _summary_problem(run_dir)
+    if summary is None:
         return RunOutcome(spec.name, "skipped")
+    waits = _waits_for(spec)
+    if waits:
+        return RunOutcome(spec.name, "blocked", waits)
+    run_dir.mkdir(parents=True, exist_ok=True)
     heartbeat = _Heartbeat(run_dir)
     if not heartbeat.acquire():
         return RunOutcome(spec.name, "busy")
     if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(int(threads))
+        else:  # torch reads it when the task imports it
+            os.environ["OMP_NUM_THREADS"] = str(int(threads))
     start = time.perf_counter()
     resume = _has_checkpoint(run_dir)
     with heartbeat:
         try:
+            if summary != "missing":  # damaged: keep it for inspection, the run resumes to write it again
+                os.replace(run_dir / "summary.json", run_dir / "summary.json.damaged")
             atomic_write_text(run_dir / RUN_FILE, json.dumps(asdict(spec), indent=2, default=str) + "\n")
             (run_dir / ERROR_FILE).unlink(missing_ok=True)
             fn = _import_task(spec.task)
@@ -546,7 +671,7 @@ def execute_run(spec: RunSpec, runs_dir: str | os.PathLike[str], device: str = "
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             return RunOutcome(spec.name, "failed", f"{type(error).__name__}: {reason}", time.perf_counter() - start, resume)
     # the task owns summary.json; one that stopped early (e.g. a step budget) leaves the run resumable
-    status = "done" if (run_dir / "summary.json").is_file() else "incomplete"
+    status = "done" if _summary_problem(run_dir) is None else "incomplete"
     return RunOutcome(spec.name, status, "", time.perf_counter() - start, resume)
 
 
@@ -577,28 +702,50 @@ def _local(
     return outcomes
 
 
+def _worker(spec: dict[str, Any], runs_dir: str, device: str, threads: int | None, sender: Any) -> None:
+    """Entry point of a worker process: one run, its outcome sent back through ``sender``."""
+    sender.send(_execute_dict(spec, runs_dir, device, threads))
+    sender.close()
+
+
 def _processes(
     runs: Sequence[RunSpec], runs_dir: Path, device: str, workers: int, on_outcome: Callable[[RunOutcome], None]
 ) -> list[RunOutcome]:
+    """Every run in a process of its own, ``workers`` at a time: a process that dies fails only its run."""
     outcomes = []
     context = multiprocessing.get_context("spawn")  # no forked torch state; same as on a fresh machine
-    with futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        jobs = {pool.submit(_execute_dict, asdict(s), str(runs_dir), device, _threads(s) or 1): s for s in runs}
-        for job in futures.as_completed(jobs):
-            spec = jobs[job]
-            try:
-                outcome = RunOutcome(**job.result())
-            except Exception as error:  # noqa: BLE001 - a worker process that died (e.g. killed for memory)
-                outcome = RunOutcome(spec.name, "failed", f"worker died: {type(error).__name__}: {error}")
-                _record_crash(runs_dir / spec.name, outcome.error)
-            on_outcome(outcome)
-            outcomes.append(outcome)
+    waiting = list(runs)
+    active: dict[Any, tuple[Any, RunSpec, Any]] = {}
+    try:
+        while waiting or active:
+            while waiting and len(active) < workers:
+                spec = waiting.pop(0)
+                receiver, sender = context.Pipe(duplex=False)
+                process = context.Process(target=_worker, daemon=False,
+                                          args=(asdict(spec), str(runs_dir), device, _threads(spec) or 1, sender))
+                process.start()
+                sender.close()
+                active[process.sentinel] = (process, spec, receiver)
+            for sentinel in multiprocessing.connection.wait(list(active)):
+                process, spec, receiver = active.pop(sentinel)
+                process.join()
+                try:
+                    outcome = RunOutcome(**receiver.recv()) if receiver.poll() else None
+                except (EOFError, OSError):
+                    outcome = None
+                receiver.close()
+                if outcome is None:  # the process died without an answer (killed for memory, a crash)
+                    outcome = RunOutcome(spec.name, "failed", f"worker process died (exit code {process.exitcode})")
+                    _record_crash(runs_dir / spec.name, outcome.error)
+                on_outcome(outcome)
+                outcomes.append(outcome)
+    finally:
+        for process, _, _ in active.values():
+            process.terminate()
     return outcomes
 
 
 def _record_crash(run_dir: Path, reason: str) -> None:
-    from neuralimaging.experiments.rundir import atomic_write_text
-
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / LOCK_FILE).unlink(missing_ok=True)
     atomic_write_text(run_dir / ERROR_FILE, reason + "\n")
@@ -658,7 +805,7 @@ def run_sweep(
     """Execute a sweep's runs into ``runs_dir``, stage by stage (a stage starts when the previous one ended).
 
     Finished runs are skipped, interrupted runs resume from their checkpoints, a failing run is recorded in
-    its folder (``error.txt``) and the others go on.
+    its folder (``error.txt``) and the others go on; a run whose NIP run is not done is ``blocked``.
 
     Args:
         sweep: the expanded sweep (:func:`load_sweep`).
@@ -668,25 +815,28 @@ def run_sweep(
             Ray instance; an already initialized Ray is reused). Overrides ``workers``.
         device: ``auto``, ``cpu`` or ``cuda`` for every run.
         retry_failed: run failed runs again (else they are left as failed).
-        only: run just these run names (or name prefixes).
+        only: run just these run names (or name prefixes); one that matches no run is an error.
         on_outcome: called with each run's outcome as it finishes (e.g. to print progress).
         on_start: called with each run's spec when it starts (in this process) or is handed to a worker.
 
     Returns:
         One outcome per executed or skipped run, in completion order.
     """
-    from neuralimaging.experiments.rundir import atomic_write_text
-
     if workers < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
     runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    plan = {"name": sweep.name, "sweep": sweep.source, "runs": [asdict(r) for r in sweep.runs]}
-    atomic_write_text(runs_dir / PLAN_FILE, json.dumps(plan, indent=2, default=str) + "\n")
+    for spec in sweep.runs:
+        inside(runs_dir, spec.name, "run name")
     selected = list(sweep.runs)
     if only is not None:
         prefixes = [p.rstrip("/") for p in only]
+        unknown = [p for p in prefixes if not any(r.name == p or r.name.startswith(p + "/") for r in selected)]
+        if unknown:
+            raise InputError(f"--only {unknown[0]!r}: no run of sweep {sweep.name!r} has this name or name prefix")
         selected = [r for r in selected if any(r.name == p or r.name.startswith(p + "/") for p in prefixes)]
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    plan = {"name": sweep.name, "sweep": sweep.source, "runs": [asdict(r) for r in sweep.runs]}
+    atomic_write_text(runs_dir / PLAN_FILE, json.dumps(plan, indent=2, default=str) + "\n")
     callback = on_outcome or (lambda outcome: None)
     outcomes: list[RunOutcome] = []
     for stage in sweep.stages():

@@ -33,6 +33,8 @@ from neuralimaging.device import keep_freed_memory, resolve_device
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.fidelity import DEFINITION, fidelity_images, nip_fidelity
 from neuralimaging.experiments.rundir import RunDir, capture_rng_state, config_hash, restore_rng_state
+from neuralimaging.experiments.rundir import check_nip_source, record_nip_source
+from neuralimaging.experiments.settings import check_manipulation_settings
 from neuralimaging.experiments.workflow import (
     PRECISIONS,
     ResidualNIP,
@@ -180,6 +182,7 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise InputError(f"unknown config keys: {', '.join(sorted(unknown))}; expected some of: {known}")
     resolved = _merge(_merge(_BASE, PRESETS[preset]), config)
     resolved["preset"] = preset
+    check_manipulation_settings(resolved)
     resolved["train"] = _normalize_mode(resolved["train"])
     for key in ("data", "nip_run"):
         if resolved[key] is None:
@@ -397,6 +400,7 @@ def train_manipulation(
     device: str | torch.device = "auto",
     progress: bool = True,
     max_steps: int | None = None,
+    allow_unfinished_nip: bool = False,
 ) -> dict[str, Any]:
     """Train the FAN (mode ``"fan"``) or the FAN and the NIP (``"fan,nip"``) on manipulation detection.
 
@@ -409,6 +413,8 @@ def train_manipulation(
         progress: show a progress bar (stderr) with loss, accuracy and PSNR.
         max_steps: stop (after a checkpoint) once this many steps are done in total, without a summary, as
             if the run had been killed; ``resume=True`` continues it. Not part of the config.
+        allow_unfinished_nip: start from a NIP run that has not finished (else an error); ``nip_source.json``
+            records the NIP checkpoint either way.
 
     Returns:
         The summary (also written to ``summary.json``): final validation ``accuracy``, ``accuracy_se``,
@@ -424,6 +430,7 @@ def train_manipulation(
     keep_freed_memory()  # reuse freed tensor memory: no page faults per step (5-8% faster on CPU)
     run = RunDir(out_dir)
     digest = config_hash(config)
+    record_nip_source(run, config["nip_run"], force=allow_unfinished_nip)
 
     state: dict[str, Any] = {}
     if run.has_checkpoint():
@@ -570,6 +577,7 @@ def load_workflow(
         The workflow (eval mode, on ``device``) and the run's config.
     """
     run = RunDir(run_dir)
+    check_nip_source(run_dir)
     config = run.read_config()
     device = resolve_device(device)
     workflow = _build(config, device, channel)
@@ -644,6 +652,7 @@ def evaluate(
     if patches is not None and int(patches) < 1:
         raise InputError(f"patches must be a positive integer, got {patches}")
     run = RunDir(run_dir)
+    check_nip_source(run_dir)
     config = run.read_config()
     channel = _channel_twin(config["channel"], codec, quality)
     workflow, config = load_workflow(run_dir, channel=channel, device=device)

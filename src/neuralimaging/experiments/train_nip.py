@@ -41,6 +41,7 @@ from neuralimaging.device import keep_freed_memory, resolve_device
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.fidelity import DEFINITION, fidelity_images, nip_fidelity
 from neuralimaging.experiments.rundir import RunDir, capture_rng_state, config_hash, restore_rng_state
+from neuralimaging.experiments.settings import check_nip_settings
 from neuralimaging.experiments.workflow import native_bf16
 
 __all__ = [
@@ -166,6 +167,7 @@ def make_config(overrides: Mapping[str, Any] | None = None, preset: str | None =
     unknown = sorted(set(config) - set(DEFAULTS) - {"by_nip"})
     if unknown:
         raise InputError(f"unknown config keys: {', '.join(unknown)}; expected some of: {', '.join(DEFAULTS)}")
+    check_nip_settings(config)
     for key in ("batch", "patch", "val_every", "stop_window"):
         if int(config[key]) < 1:
             raise InputError(f"config {key} must be a positive integer, got {config[key]!r}")
@@ -338,7 +340,8 @@ def train_nip(
         ``nip``, ``steps``, ``epochs``, ``psnr``, ``ssim``, ``val_loss``, ``train_loss``, ``stopped``
         (``converged``, ``max_epochs``, ``max_time`` or ``max_steps``), ``wall_time_s`` (this call),
         ``total_time_s`` (all calls), ``parameters``, ``amp`` (``"bf16"`` or ``None``: what ``amp`` resolved to on
-        the device), ``config_hash``, ``run_dir``.
+        the device), ``config_hash``, ``run_dir``. The figures come from a validation at the last step (a run
+        stopped by ``max_steps`` between validations is validated once more, outside ``metrics.jsonl``).
     """
     from neuralimaging.data.dataset import Dataset
     from neuralimaging.data.patches import sample_patches
@@ -475,6 +478,10 @@ def train_nip(
             writer.close()
     stopped = stopped or "max_epochs"
     checkpoint()
+    if stopped == "max_steps" and run.read_metrics()[-1]["step"] != step:
+        # Stopped between validations: the figures reported are measured at this step. metrics.jsonl and the
+        # checkpoint keep what an uninterrupted run has, so a resumed run stays identical to it.
+        last = {"train_loss": float(np.mean(running)) if running else float("nan"), **validate(model, val_samples)}
     wall = time.perf_counter() - started
     summary = {
         "nip": config["nip"],

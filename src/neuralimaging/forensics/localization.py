@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -367,7 +368,11 @@ def load_camera_model(path: str | os.PathLike) -> tuple[np.ndarray, CorrelationP
         with np.load(path, allow_pickle=False) as data:
             k = np.asarray(data["k"], dtype=np.float32)
             info = json.loads(str(data["info"]))
-    except (OSError, ValueError, KeyError) as error:
-        raise InputError(f"{path}: not a camera model file ({error})") from error
-    predictor = CorrelationPredictor.from_dict(info["predictor"]) if info.get("predictor") else None
-    return k, predictor, info.get("meta", {})
+        predictor = CorrelationPredictor.from_dict(info["predictor"]) if info.get("predictor") else None
+        meta = info.get("meta", {})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"{path}: not a camera model file ({reason})") from None
+    if k.ndim != 2 or not isinstance(meta, dict):
+        raise InputError(f"{path}: not a camera model file (expected a 2-D fingerprint, got shape {k.shape})")
+    return k, predictor, meta

@@ -758,7 +758,7 @@ def pce(cc: np.ndarray, *, radius: int = 5, search: int | None = 0) -> PCEResult
         radius: the excluded neighbourhood is the ``(2 radius + 1)^2`` square centred on the peak, wrapped
             around the edges (the correlation is circular).
         search: the peak is searched over shifts ``|dy|, |dx| <= search`` (0: aligned images, the peak is at
-            zero shift); None searches every shift.
+            zero shift); None, or a search as large as the image, searches every shift.
 
     Returns:
         :class:`PCEResult` with the shift as signed ``(dy, dx)``.
@@ -775,8 +775,9 @@ def pce(cc: np.ndarray, *, radius: int = 5, search: int | None = 0) -> PCEResult
     else:
         if search < 0:
             raise InputError(f"pce: search must be >= 0 or None, got {search}")
-        offsets = np.arange(-search, search + 1)
-        rows, cols = offsets % h, offsets % w
+        # shifts wrap around (the correlation is circular): beyond half the size they repeat
+        rows = np.arange(-min(search, h // 2), min(search, (h - 1) // 2) + 1) % h
+        cols = np.arange(-min(search, w // 2), min(search, (w - 1) // 2) + 1) % w
         window = c[np.ix_(rows, cols)]
         iy, ix = np.unravel_index(int(np.argmax(window)), window.shape)
         py, px = int(rows[iy]), int(cols[ix])
