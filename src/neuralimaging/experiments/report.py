@@ -87,16 +87,8 @@ class _Sections:
             self.figures += 1
 
     def figure(self, build: Callable[[], Any], alt: str, caption: str = "") -> None:
-        try:
-            fig = build()
-        except Exception as error:  # noqa: BLE001 - one missing figure must not lose the whole report
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            note = f"{alt}: not drawn ({type(error).__name__}: {reason})"
-            self.notes.append(note)
-            self.parts.append(f'<p class="note">{html.escape(note)}</p>')
-            return
-        self.parts.append(_img(plots.figure_png(fig), alt, caption))
-        self.figures += 1
+        """Add the matplotlib figure that ``build`` returns; a failure becomes a note."""
+        self.images(lambda: [(alt, plots.figure_png(build()), caption)], alt)
 
 
 def _summary(run_dir: Path) -> dict[str, Any]:
