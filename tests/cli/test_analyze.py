@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,12 +10,6 @@ import pytest
 from PIL import Image
 
 from neuralimaging.cli import main
-
-_spec = importlib.util.spec_from_file_location("_experiments_conftest", Path(__file__).parents[1] / "experiments" / "conftest.py")
-_conftest = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_conftest)
-tiny_dataset = _conftest.tiny_dataset
-tiny_nip_run = _conftest.tiny_nip_run
 
 
 @pytest.fixture(scope="module")

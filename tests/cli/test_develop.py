@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import warnings
 from pathlib import Path
@@ -15,13 +14,6 @@ from neuralimaging.acquisition.virtual_camera import synthesize
 from neuralimaging.cli import main
 from neuralimaging.experiments.rundir import CheckpointWarning
 from neuralimaging.io import load_image, read_pixels
-
-# A tiny trained INet run: the fixtures of tests/experiments/conftest.py.
-_spec = importlib.util.spec_from_file_location("_experiments_conftest", Path(__file__).parents[1] / "experiments" / "conftest.py")
-_conftest = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_conftest)
-tiny_dataset = _conftest.tiny_dataset
-tiny_nip_run = _conftest.tiny_nip_run
 
 
 @pytest.fixture(scope="module")

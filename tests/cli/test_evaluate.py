@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from neuralimaging.cli import main
-
-# The tiny dataset / NIP fixtures live in tests/experiments/conftest.py (helper C's); reuse them here.
-_spec = importlib.util.spec_from_file_location("_experiments_conftest", Path(__file__).parents[1] / "experiments" / "conftest.py")
-_conftest = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_conftest)
-tiny_dataset = _conftest.tiny_dataset
-tiny_nip_run = _conftest.tiny_nip_run
 
 
 @pytest.fixture(scope="module")
