@@ -1,12 +1,12 @@
 """Joint step, ours against TensorFlow, measured in alternating rounds on the same machine.
 
-The issue's target is a joint NIP + FAN step (F+N, batch 20 of 64x64x4 RAW) at least twice as fast as the
+The benchmark's target is a joint NIP + FAN step (F+N, batch 20 of 64x64x4 RAW) at least twice as fast as the
 authors' TensorFlow toolbox. On a shared 2-core VM the speed of the same code drifts by 30% or more within
 minutes, so two scripts run an hour apart cannot be compared. This driver alternates them: for every round
 and NIP it runs ``benchmarks/train_manipulation.py`` (ours, ``--modes fan+nip``) and then
 ``benchmarks/tf_reference.py --parts joint`` (TensorFlow, in its own virtual environment), each in a fresh
 process, and reports each round's medians and their ratio. The ratio is the figure to trust; the medians
-also go next to the toolbox's figures in the facts file (0.96 / 1.42 / 2.26 s).
+also go next to the toolbox's published timings (0.96 / 1.42 / 2.26 s).
 
 Run by hand (never in the test suite), with TensorFlow installed as ``benchmarks/tf_reference.py`` says::
 

@@ -2,7 +2,7 @@
 
 Speed (1-Mpx images, 1024x1024 RGB, float32 in [0, 1]):
 - residual extraction (:func:`noise_residual`, the full matching residual) in images/s, grey and per-channel;
-- fingerprint estimation from 30 images (the issue's target: <= 2.5 s on the 2-core dev CPU), best and
+- fingerprint estimation from 30 images (target: <= 2.5 s on the 2-core dev CPU), best and
   median over repeats, grey and per-channel.
 
 Quality (correlation of the estimated with the true K):

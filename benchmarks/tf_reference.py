@@ -3,7 +3,7 @@
 Korus & Memon ("Neural Imaging Pipelines - the Scourge or Hope of Forensics?") trained their networks with a
 TensorFlow toolbox. ``shared/reference/original-toolbox-facts.md`` gives that toolbox's step times on the
 project's 2-core CPU (TensorFlow 2.15.1 CPU, 2 threads). This script re-implements the same networks in
-Keras (written for this project from the facts file and the paper, layer by layer as
+Keras (written for this project from the toolbox's documented architecture and the paper, layer by layer as
 ``neuralimaging.acquisition.nip`` and ``neuralimaging.forensics.fan`` build them; not the toolbox's code) and
 times one Adam step of each inside a ``tf.function`` (the toolbox ran compiled graphs; ``--eager`` times the
 same step without it), so PyTorch and TensorFlow can be compared on the same machine and load:

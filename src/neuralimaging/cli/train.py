@@ -136,7 +136,7 @@ def run_nip(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- train manipulation (helper E) ----------------------------------------------------------------------
+# -- train manipulation ------------------------------------------------------------------------------
 def _register_manipulation(sub: argparse._SubParsersAction) -> None:
     parser = _leaf(
         sub,

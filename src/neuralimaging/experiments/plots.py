@@ -356,7 +356,7 @@ def artifact_images(
     samples = dataset.val or dataset.train
     rggb, target = validation_patches(samples, n, patch, seed)
     nip0 = load_nip(pretrained_run, device=device)
-    from neuralimaging.experiments.train_manipulation import load_joint_nip  # (helper E: handles the residual)
+    from neuralimaging.experiments.train_manipulation import load_joint_nip  # handles the residual
 
     nip_star = load_joint_nip(optimized_run, device=device)
     with torch.no_grad():
