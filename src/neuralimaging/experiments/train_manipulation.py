@@ -124,11 +124,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         # channel; the paper's lambda range, its decay compressed to the shorter run (docs/measuring.md).
         "patch": 32,
         "batch": 16,
-        "epochs": 1000,
+        "epochs": 1500,
         "steps_per_epoch": 1,
         "lr": 3e-4,
         "lr_decay": 0.85,
-        "lr_decay_every": 100,
+        "lr_decay_every": 150,
         "validate_every": 250,
         "checkpoint_every": 250,
         "val_patches": 400,
