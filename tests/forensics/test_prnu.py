@@ -180,10 +180,10 @@ class TestFingerprint:
     def test_defaults_agree_across_modules(self) -> None:
         import inspect
 
-        from neuralimaging.experiments import cross_pipeline
+        from neuralimaging.experiments import prnu_study
         from neuralimaging.forensics import localization
 
-        functions = [prnu.wavelet_residual, prnu.noise_residual, prnu.noise_residuals, prnu.fingerprint, prnu.match, localization.CorrelationPredictor.fit, cross_pipeline.cross_pipeline]
+        functions = [prnu.wavelet_residual, prnu.noise_residual, prnu.noise_residuals, prnu.fingerprint, prnu.match, localization.CorrelationPredictor.fit, prnu_study.cross_pipeline]
         for function in functions:
             assert inspect.signature(function).parameters["sigma"].default == prnu.DEFAULT_SIGMA, function.__qualname__
         assert localization.CorrelationPredictor(coef=np.zeros(10), sigma_h1=1.0, sigma_h0=1.0).sigma == prnu.DEFAULT_SIGMA
