@@ -89,7 +89,7 @@ def main() -> None:
                         "toolbox_over_ours": toolbox / a})
         per_round = ", ".join(f"{x['tf_over_ours']:.2f}" for x in rows)
         print(f"{nip:<5} ours {a:.3f} s  TF {b:.3f} s  TF/ours x{ratio:.2f} (per-round ratios {per_round})  "
-              f"facts-file toolbox {toolbox:.2f} s -> x{toolbox / a:.2f}")
+              f"toolbox reported {toolbox:.2f} s -> x{toolbox / a:.2f}")
     meta = {"threads": args.threads, "steps": args.steps, "warmup": args.warmup, "precision": args.precision,
             "onednn": args.onednn, "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
     print(f"load average before {load_before[0]:.2f}, after {meta['loadavg_after'][0]:.2f}")

@@ -7,8 +7,8 @@ Speed (1-Mpx images, 1024x1024 RGB, float32 in [0, 1]):
 
 Quality (correlation of the estimated with the true K):
 - synthetic RGB camera ``clip(X (1 + K) + N(0, 0.01^2))``, K ~ N(0, 0.01^2), X the bundled photos framed
-  anew for every shot (:func:`prnu.synthetic_shots`: random zoom, crop, quarter turn, mirror) at 1024x1024
-  (the setting of the prnu-python figure in the peer facts), next to the oracle that knows the clean X
+  anew for every shot (:func:`virtual_camera.synthetic_shots`: random zoom, crop, quarter turn, mirror) at 1024x1024
+  (the setting of prnu-python's published 0.952), next to the oracle that knows the clean X
   (``W = Y - X``: the best any denoiser can do on these images) and the denoiser's content leak (the
   fingerprint of the clean shots);
 - virtual-camera DNGs (:mod:`neuralimaging.acquisition.virtual_camera`, nikon-d90 at 1024x1024) developed
@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuralimaging.acquisition.virtual_camera import synthetic_shots
 from neuralimaging.data.photos import bundled_photos, load_photo
 from neuralimaging.forensics import prnu
 
@@ -94,7 +95,7 @@ def speed(shots: list[np.ndarray], repeats: int) -> dict:
 
 
 def synthetic(photos: list[np.ndarray], k: np.ndarray, shots: list[np.ndarray]) -> dict:
-    clean = prnu.synthetic_shots(photos, np.zeros_like(k), len(shots), noise=0.0, seed=3)  # same framing, no K
+    clean = synthetic_shots(photos, np.zeros_like(k), len(shots), noise=0.0, seed=3)  # same framing, no K
     gray = [prnu.to_gray(s) for s in shots]
     gray_clean = [prnu.to_gray(c) for c in clean]
     oracle = sum((y - x) * y for y, x in zip(gray, gray_clean, strict=True)) / sum(y * y for y in gray)
@@ -250,7 +251,7 @@ def main() -> None:
 
     photos = [load_photo(p) for p in bundled_photos()]
     k = np.random.default_rng(1).normal(0, 0.01, (SIZE, SIZE)).astype(np.float32)
-    shots = prnu.synthetic_shots(photos, k, 30, noise=args.noise, seed=3)
+    shots = synthetic_shots(photos, k, 30, noise=args.noise, seed=3)
     results: dict = {"cpu_threads": len(os.sched_getaffinity(0))}
     if not args.skip_speed:
         results["speed"] = speed(shots, args.repeats)

@@ -1,8 +1,8 @@
 """TensorFlow reference step times: the paper's networks in Keras, timed on this machine next to PyTorch.
 
 Korus & Memon ("Neural Imaging Pipelines - the Scourge or Hope of Forensics?") trained their networks with a
-TensorFlow toolbox. ``shared/reference/original-toolbox-facts.md`` gives that toolbox's step times on the
-project's 2-core CPU (TensorFlow 2.15.1 CPU, 2 threads). This script re-implements the same networks in
+TensorFlow toolbox. Its step times as reported on a 2-core CPU (TensorFlow 2.15.1 CPU, 2 threads) are listed
+in ``docs/benchmarks.md`` ("The authors' toolbox"). This script re-implements the same networks in
 Keras (written for this project from the toolbox's documented architecture and the paper, layer by layer as
 ``neuralimaging.acquisition.nip`` and ``neuralimaging.forensics.fan`` build them; not the toolbox's code) and
 times one Adam step of each inside a ``tf.function`` (the toolbox ran compiled graphs; ``--eager`` times the
@@ -58,7 +58,7 @@ import time
 import numpy as np
 
 PAPER_PARAMS = {"inet": 321, "unet": 7_760_268, "dnet": 493_976, "fan": 1_341_990}
-TOOLBOX_S = {  # shared/reference/original-toolbox-facts.md, TF 2.15.1 CPU, 2 threads, medians
+TOOLBOX_S = {  # the toolbox's reported step times (docs/benchmarks.md), TF 2.15.1 CPU, 2 threads, medians
     ("djpeg", "-"): 0.042,
     ("nip", "inet"): 0.022,
     ("nip", "unet"): 0.46,

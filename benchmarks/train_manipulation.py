@@ -1,7 +1,7 @@
 """Joint NIP + FAN step time: batch 20 of 64x64x4 RAW -> NIP -> 5 manipulation classes -> channel -> FAN.
 
-The authors' TensorFlow toolbox takes 0.96 / 1.42 / 2.26 s per joint step (INet / UNet / DNet) on the
-project's 2-core CPU with 2 threads (shared/reference/original-toolbox-facts.md); CPUs differ between days, so
+The authors' TensorFlow toolbox takes 0.96 / 1.42 / 2.26 s per joint step (INet / UNet / DNet) on
+a 2-core CPU with 2 threads (reported figures, ``docs/benchmarks.md``); CPUs differ between machines, so
 ``benchmarks/tf_reference.py`` re-measures TensorFlow on the machine at hand. This script times one
 Adam step of the same workflow here, in mode F (FAN only, NIP frozen) and F+N (joint), for every NIP, with
 the training code itself (``train_manipulation._build``'s workflow settings, ``_trainable``, ``_adam``,

@@ -48,8 +48,7 @@ def keep_freed_memory() -> bool:
     returns them on ``free``, so every training step page-faults its large activations and gradients in anew
     (the kernel zeroes each page). This sets ``M_MMAP_MAX = 0`` (allocations come from the heap) and
     ``M_TRIM_THRESHOLD = 1 GiB`` (freed heap memory is kept), the effect of a caching allocator such as jemalloc.
-    Measured on a 2-core AVX2 CPU (``docs/benchmarks.md``, 2026-12-02): quick-preset F+N training runs 5-8%
-    faster, loops of the INet/UNet joint step alone 15-25%.
+    Training runs faster by the page faults saved (``docs/benchmarks.md``, "CPU op choices").
     The process keeps its peak memory afterwards. Called by the CLI and the training functions; a no-op
     (``False``) where the C library is not glibc or ``NEURALIMAGING_SYSTEM_MALLOC=1`` is set. Idempotent.
 

@@ -5,9 +5,9 @@ case where oneDNN's kernels are slow: a bfloat16 convolution on a CPU over a tin
 UNet's deepest level, the FAN's 1 x 1 mixing layer). There the weight gradient, a reduction over only
 ``N * H * W`` rows, runs slower in oneDNN than the forward pass; computed as one matrix product per kernel tap
 (``grad^T @ shifted input``), and the input gradient as one product with the weights followed by a scatter-add
-of the taps (col2im), forward + backward of UNet's 20 x 512 x 4 x 4 layer is 1.6-1.9x faster on a 2-core AMX
-CPU (``benchmarks/fused_ops.py``, ``docs/benchmarks.md``). At 8 x 8 the gain is gone, so everywhere else
-(8 x 8 and larger, float32, GPUs) it is ``nn.Conv2d``.
+of the taps (col2im), UNet's 4 x 4 layers train faster on CPUs with native bfloat16; at 8 x 8 the gain is
+gone, so everywhere else (8 x 8 and larger, float32, GPUs) it is ``nn.Conv2d`` (figures:
+``docs/benchmarks.md``, "CPU op choices", from ``benchmarks/fused_ops.py``).
 
     >>> conv = Conv2d(8, 16, 3, padding=1)
     >>> conv.load_state_dict(nn.Conv2d(8, 16, 3, padding=1).state_dict())

@@ -58,7 +58,7 @@ def test_clip_ste_passes_gradient_straight_through():
 
 
 def test_bayer_layer_places_samples_like_from_rggb():
-    """Fixed first layer + depth-to-space == the RGGB mosaic (helper A's from_rggb), split by colour."""
+    """Fixed first layer + depth-to-space == the RGGB mosaic (bayer.from_rggb), split by colour."""
     stack = torch.rand(2, 4, 6, 10)
     placed = torch.nn.functional.pixel_shuffle(torch.nn.functional.conv2d(stack, nip.bayer_to_rgb_weight()), 2)
     torch.testing.assert_close(placed.sum(1), from_rggb(stack, "RGGB"))

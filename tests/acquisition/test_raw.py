@@ -11,8 +11,9 @@ import tifffile
 from PIL import Image
 
 from neuralimaging.acquisition.bayer import CFA_PATTERNS
+from neuralimaging.acquisition.dng import write_dng
 from neuralimaging.acquisition.raw import XYZ_FROM_SRGB, cam_to_srgb_from_xyz, read_raw
-from neuralimaging.acquisition.virtual_camera import CAMERAS, write_dng
+from neuralimaging.acquisition.virtual_camera import CAMERAS
 from neuralimaging.errors import InputError
 
 # Nikon D90 XYZ->camera from LibRaw's adobe_coeff table (/10000)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from neuralimaging.acquisition.bayer import CFA_PATTERNS, crop_to_rggb, normalize_mosaic
+from neuralimaging.acquisition.dng import write_dng
 from neuralimaging.acquisition.isp import develop
 from neuralimaging.acquisition.raw import read_raw
 from neuralimaging.acquisition.virtual_camera import (
@@ -19,6 +20,7 @@ from neuralimaging.acquisition.virtual_camera import (
     flat_field_scene,
     get_camera,
     inverse_tone_curve,
+    load_cameras,
     noise_profile,
     optics_mtf,
     parse_size,
@@ -26,8 +28,8 @@ from neuralimaging.acquisition.virtual_camera import (
     shots_megapixels,
     synthesize,
     synthesize_flat_fields,
+    synthetic_shots,
     unprocess,
-    write_dng,
 )
 from neuralimaging.errors import InputError
 
@@ -218,13 +220,6 @@ def test_dng_noise_profile_round_trip(tmp_path: Path, photo_paths) -> None:
         shot = shots[path.name]["shot_noise"]
         assert raw.noise_profile == pytest.approx(noise_profile(shot), rel=1e-12)
         assert raw.noise_profile[1] == pytest.approx(np.exp(2.18 * np.log(shot) + 1.20), rel=1e-12)
-    mosaic = np.zeros((32, 32), np.uint16)
-    plain = write_dng(tmp_path / "plain.dng", mosaic, cfa="RGGB", black_level=0, white_level=4095,
-                      as_shot_neutral=(0.5, 1, 0.6), xyz_to_cam=np.eye(3).ravel())
-    assert read_raw(plain).noise_profile is None
-    with pytest.raises(InputError, match="noise profile"):
-        write_dng(tmp_path / "bad.dng", mosaic, cfa="RGGB", black_level=0, white_level=4095,
-                  as_shot_neutral=(0.5, 1, 0.6), xyz_to_cam=np.eye(3).ravel(), noise_profile=(1e-4, -1.0))
 
 
 def test_flat_field_shots(tmp_path: Path) -> None:
@@ -308,3 +303,48 @@ def test_stereo_pair_is_one_scene(photo_paths) -> None:
 
     assert scene_of("motorcycle_left.png") == scene_of("motorcycle_right.png") == "motorcycle"
     assert scene_of("left.png") == "left" and scene_of("china.jpg") == "china"
+
+
+class TestSyntheticShots:
+    def test_every_shot_framed_anew(self, photos) -> None:
+        """Shots of one photo never share pixel-aligned content (it would add up coherently in K)."""
+        zero = np.zeros((256, 256), np.float32)
+        clean = synthetic_shots(photos[:2], zero, 8, noise=0.0, seed=4)
+        assert all(s.shape == (3, 256, 256) and s.dtype == np.float32 for s in clean)
+        for i in range(len(clean)):
+            for j in range(i + 1, len(clean)):
+                assert np.abs(clean[i] - clean[j]).mean() > 0.01
+        again = synthetic_shots(photos[:2], zero, 8, noise=0.0, seed=4)
+        np.testing.assert_array_equal(np.stack(clean), np.stack(again))
+
+    def test_follows_the_sensor_model(self, photos) -> None:
+        k = np.random.default_rng(0).normal(0, 0.01, (64, 96)).astype(np.float32)
+        clean = synthetic_shots(photos, np.zeros_like(k), 3, noise=0.0, seed=5)
+        shots = synthetic_shots(photos, k, 3, noise=0.0, seed=5)
+        for x, y in zip(clean, shots, strict=True):
+            np.testing.assert_allclose(y, np.clip(x * (1 + k), 0, 1), atol=1e-6)
+
+    def test_bad_arguments(self, photos) -> None:
+        with pytest.raises(InputError, match="zoom"):
+            synthetic_shots(photos, np.zeros((32, 32), np.float32), 2, zoom=0.5)
+        with pytest.raises(InputError, match="photo"):
+            synthetic_shots([], np.zeros((32, 32), np.float32), 2)
+
+
+def test_camera_table(tmp_path: Path) -> None:
+    """The built-in table is read once into frozen profiles; another table is checked field by field."""
+    assert load_cameras() == CAMERAS
+    assert all(isinstance(p.size, tuple) and isinstance(p.xyz_to_cam, tuple) for p in CAMERAS.values())
+    table = tmp_path / "cameras.yaml"
+    table.write_text("mine:\n  make: X\n  model: Y\n  cfa: RGGB\n  xyz_to_cam: [1, 0, 0, 0, 1, 0, 0, 0, 1]\n"
+                     "  bits: 12\n  black_level: 0\n  white_level: 4095\n  size: [64, 96]\n  prnu_sigma: 0.01\n"
+                     "  prnu_seed: 1\n  shot_noise: [1.0e-4, 2.0e-4]\n")
+    mine = load_cameras(table)["mine"]
+    assert mine.size == (64, 96) and mine.shot_noise == (1e-4, 2e-4)
+    table.write_text("mine:\n  make: X\n  lens: 50mm\n")
+    with pytest.raises(InputError, match=r"cameras\.yaml: camera 'mine'"):
+        load_cameras(table)
+    table.write_text("- a list\n")
+    with pytest.raises(InputError, match="table of camera profiles"):
+        load_cameras(table)
+

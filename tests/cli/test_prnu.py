@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from neuralimaging.acquisition.virtual_camera import synthetic_shots
 from neuralimaging.cli import main
 from neuralimaging.forensics import localization, prnu
 from neuralimaging.io import save_image
@@ -20,8 +21,8 @@ def folders(tmp_path_factory, photos):
     root = tmp_path_factory.mktemp("prnu_cli")
     rng = np.random.default_rng(3)
     k_a, k_b = (rng.normal(0, 0.01, (SIZE, SIZE)).astype(np.float32) for _ in range(2))
-    shots_a = prnu.synthetic_shots(photos[:6], k_a, 20, seed=1)
-    shots_b = prnu.synthetic_shots(photos[6:], k_b, 2, seed=2)
+    shots_a = synthetic_shots(photos[:6], k_a, 20, seed=1)
+    shots_b = synthetic_shots(photos[6:], k_b, 2, seed=2)
     layout = {"train": shots_a[:12], "pred": shots_a[12:17], "test": shots_a[17:], "other": shots_b}
     for name, images in layout.items():
         for index, image in enumerate(images):

@@ -66,7 +66,7 @@ class TestLibjpegFidelity:
     @pytest.mark.parametrize("subsampling", SUBSAMPLINGS)
     @pytest.mark.parametrize("quality", [10, 30, 50, 75, 80, 90, 95])
     def test_psnr_bounds(self, batch, quality, subsampling) -> None:
-        # the target: mean >= 48 dB and every photo >= 43 dB at these qualities, both subsamplings
+        # the fidelity target (docs/benchmarks.md): mean >= 48 dB and every photo >= 43 dB, all qualities and subsamplings
         result = compare_with_libjpeg(batch, quality, rounding="none", subsampling=subsampling)
         assert result["psnr"].mean() >= 48.0
         assert result["psnr"].min() >= 43.0

@@ -1,4 +1,4 @@
-"""Session fixtures for experiment tests: a tiny prepared dataset and a tiny trained INet run.
+"""Fixtures built once per test run for the experiment tests: a tiny prepared dataset and a tiny trained INet run.
 
 ``tiny_dataset``: 5 bundled photos x 2 shots through the virtual Nikon D90 (GBRG) at 96x128 pixels, prepared
 with the python ISP (6 train / 2 validation / 2 test images of 47x64 RGGB pixels; shots of one scene stay on
@@ -56,8 +56,7 @@ def tiny_nip_run(tmp_path_factory, tiny_dataset):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# helper F (sweeps, results, figures, report): a tiny real sweep shared by tests/experiments/test_{results,
-# plots,report}.py
+# sweeps, results, figures, report: a tiny real sweep shared by tests/experiments/test_{results,plots,report}.py
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Sweeps: expansion and stable names, skip-finished and resume, failure isolation, status, Ray and processes.
 
-Runs are real tiny NIP pre-trainings (``train_nip``) on helper C's ``tiny_dataset``; the failing run fails for
+Runs are real tiny NIP pre-trainings (``train_nip``) on the shared ``tiny_dataset``; the failing run fails for
 real (a dataset folder that does not exist).
 """
 
@@ -19,7 +19,7 @@ from neuralimaging.experiments.rundir import RunDir
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sweeps"
 
-# A NIP pre-training that takes a second or two on one core (helper C's quick preset, shrunk).
+# A NIP pre-training that takes a second or two on one core (the quick preset, shrunk).
 TINY_NIP = {
     "preset": "quick", "nip": "inet", "batch": 2, "patch": 16, "val_images": 2,
     "steps_per_epoch": 1, "max_epochs": 4, "val_every": 2, "lr": 1e-3, "lr_schedule": "constant",

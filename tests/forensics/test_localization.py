@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_curve
 
+from neuralimaging.acquisition.virtual_camera import synthetic_shots
 from neuralimaging.errors import InputError
 from neuralimaging.forensics import localization as loc
 from neuralimaging.forensics import prnu
@@ -76,7 +77,7 @@ class TestBestF1:
 def camera_model(photos):
     rng = np.random.default_rng(11)
     k = rng.normal(0, 0.01, (SIZE, SIZE)).astype(np.float32)
-    shots = prnu.synthetic_shots(photos, k, 26, seed=5)
+    shots = synthetic_shots(photos, k, 26, seed=5)
     fingerprint = prnu.fingerprint(shots[:16])
     predictor = loc.CorrelationPredictor.fit(shots[16:22], fingerprint, window=WINDOW, stride=STRIDE)
     return fingerprint, predictor, shots[22:]
@@ -125,7 +126,7 @@ class TestLocalize:
 def test_paper_geometry_1024(photos) -> None:
     """Paper settings: 1024x1024 crops, window 129, stride 8, flipped 256x256 square (0.755 mean F1 measured)."""
     k = np.random.default_rng(1).normal(0, 0.01, (1024, 1024)).astype(np.float32)
-    shots = prnu.synthetic_shots(photos, k, 40, seed=2)
+    shots = synthetic_shots(photos, k, 40, seed=2)
     fingerprint = prnu.fingerprint(shots[:20])
     predictor = loc.CorrelationPredictor.fit(shots[20:30], fingerprint)
     scores = []

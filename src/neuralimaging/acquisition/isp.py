@@ -99,10 +99,10 @@ def demosaic(mosaic: np.ndarray, cfa: str) -> np.ndarray:
     """Menon 2007 (DDFAPD) demosaicing of an ``(H, W)`` mosaic -> ``float32 (3, H, W)`` (not clipped).
 
     colour-demosaicing computes in colour's default float type; it is switched to float32 for the call
-    (2.5x faster; largest deviation from float64 about 2e-7, far below a 16-bit level) and back after it.
+    (faster; largest deviation from float64 about 2e-7, far below a 16-bit level) and back after it.
     That setting is global to the process, so calls from several threads take turns.
     """
-    import colour  # here, not at import time: colour loads matplotlib (2-3 s), and most users of this module
+    import colour  # here, not at import time: colour loads matplotlib (slow), and most users of this module
     from colour_demosaicing import demosaicing_CFA_Bayer_Menon2007  # never reach the reference demosaicer
 
     pattern = check_cfa(cfa)

@@ -177,11 +177,11 @@ def mirror_pad_rggb(x: torch.Tensor) -> torch.Tensor:
 # -- INet's fused CPU kernel ---------------------------------------------------------------------------------
 # INet's step is dominated by the full-resolution gamma MLP (1x1 3 -> 12, tanh, 1x1 12 -> 3): its hidden
 # tensor (N x 12 x 2h x 2w, 63 MB for the paper's batch) makes every elementwise pass memory-bound, and tanh
-# is about 5x slower than sigmoid on CPU. The fused path runs the MLP image by image (the hidden tensor of one
+# is slower than sigmoid on CPU. The fused path runs the MLP image by image (the hidden tensor of one
 # image stays in the L2 cache) as matrix products (weights on the left, which MKL handles best), with
 # tanh(a) = 2 sigmoid(2a) - 1 folded into the weights, biases as an extra constant row, and the colour
 # interleaving (depth-to-space) done once, as four strided plane copies, between a channels-last folded
-# convolution and the MLP. About 2.3-2.8x less CPU time per training step than the einsum form (1 thread).
+# convolution and the MLP. Figures against the einsum form: docs/benchmarks.md, "NIP training step".
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward
 _convolution_backward = torch.ops.aten.convolution_backward
@@ -489,11 +489,10 @@ class _ReflectionPad1(nn.Module):
 class _BatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` that normalizes a narrow channels-last CPU tensor in the standard layout.
 
-    On a CPU, batch norm of a channels-last tensor with few channels is slow: forward + backward of DNet's
-    12-channel layer (20 x 12 x 62 x 62, bfloat16) took 20 ms channels-last against 1.3 ms contiguous, and
-    the two layout conversions cost less than the difference (DNet's bfloat16 training step 9% faster). Wider
-    layers keep their layout (64 channels: 10.3 against 6.6 ms, but the conversions cost more). Same values
-    and the same parameters and buffers as ``nn.BatchNorm2d`` (checkpoints load in either).
+    On a CPU, batch norm of a channels-last tensor with few channels is much slower than of a contiguous one,
+    by more than the two layout conversions cost; wider layers keep their layout, where the conversions would
+    cost more (figures: ``docs/benchmarks.md``, "CPU op choices"). Same values and the same parameters and
+    buffers as ``nn.BatchNorm2d`` (checkpoints load in either).
     """
 
     narrow = 16
@@ -513,8 +512,8 @@ class _BatchNorm2d(nn.BatchNorm2d):
 class _ValidConvBNReLU(nn.Sequential):
     """3x3 valid convolution (no bias) + batch norm + ReLU + reflection padding back to the input size.
 
-    The ReLU works in place (batch norm's backward needs its input, not its output): one tensor less per layer,
-    about 4% off DNet's joint training step on the dev CPU."""
+    The ReLU works in place (batch norm's backward needs its input, not its output): one tensor less per
+    layer."""
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(

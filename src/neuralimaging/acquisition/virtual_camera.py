@@ -30,40 +30,49 @@ added in front of the sensor:
 :func:`synthesize_flat_fields` writes flat-field shots (a bright, smooth, nearly uniform scene, as the
 Lukas-Fridrich-Goljan protocol prescribes for estimating a PRNU fingerprint) at base ISO by default.
 
-The colour matrices are the XYZ->camera matrices of LibRaw's ``adobe_coeff`` table (LibRaw 0.22
-``src/tables/colordata.cpp``, the same values as dcraw's ``adobe_coeff``; divided by 10000), read through rawpy.
-The CFA pattern of each profile is chosen so that the four built-in profiles cover the four Bayer patterns
-(the Nikon D90 really is GBRG, as in the paper). Where the optics and noise figures come from, and how they
-were calibrated against the paper's NIP fidelity, is in ``docs/virtual-camera.md``.
+:func:`synthetic_shots` is a simpler camera without a RAW pipeline: photos multiplied by ``1 + K`` in RGB,
+with additive noise, for testing PRNU estimators.
+
+The built-in profiles are read from ``cameras.yaml`` (:data:`CAMERA_TABLE`): colour matrices from LibRaw's
+``adobe_coeff`` table (LibRaw 0.22 ``src/tables/colordata.cpp``, the same values as dcraw's; divided by 10000),
+CFA patterns chosen so that the four profiles cover the four Bayer patterns (the Nikon D90 really is GBRG, as
+in the paper). DNG files are written by :mod:`neuralimaging.acquisition.dng`. Where the optics and noise
+figures come from, and how they were calibrated against the paper's NIP fidelity, is in
+``docs/virtual-camera.md``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import scipy.fft
-import tifffile
+import yaml
+from PIL import Image
 
 from neuralimaging.acquisition.bayer import check_cfa, mosaic_rgb
+from neuralimaging.acquisition.dng import write_dng
 from neuralimaging.acquisition.raw import cam_to_srgb_from_xyz
 from neuralimaging.data.photos import find_photos, load_photo, scene_of
 from neuralimaging.errors import InputError
 
 __all__ = [
     "CAMERAS",
+    "CAMERA_TABLE",
     "FLAT_FIELD_SEED",
     "ISO_SETTINGS",
     "SIDECAR",
     "CameraProfile",
     "flat_field_scene",
     "get_camera",
+    "load_cameras",
     "inverse_tone_curve",
     "noise_profile",
     "parse_size",
@@ -73,6 +82,7 @@ __all__ = [
     "apply_optics",
     "synthesize",
     "synthesize_flat_fields",
+    "synthetic_shots",
     "unprocess",
     "write_dng",
 ]
@@ -81,7 +91,6 @@ SIDECAR = "camera.json"
 ISO_SETTINGS = ("random", "base")
 """How a shot's noise level is chosen: ``random`` (log-uniform in the profile's ``shot_noise`` range, as in
 Brooks et al.) or ``base`` (the range's lowest value: the camera's base ISO)."""
-_CFA_CODES = {"R": 0, "G": 1, "B": 2}
 
 
 def _check_iso(iso: str) -> None:
@@ -181,85 +190,45 @@ class CameraProfile:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
 
-def _profile(**kw) -> CameraProfile:
-    return CameraProfile(**kw)
+CAMERA_TABLE = "cameras.yaml"
+"""The built-in profiles, one entry per camera name, in the package's ``acquisition`` folder."""
 
 
-CAMERAS: dict[str, CameraProfile] = {
-    profile.name: profile
-    for profile in (
-        _profile(
-            name="nikon-d90",
-            make="Nikon",
-            model="D90",
-            cfa="GBRG",
-            xyz_to_cam=(0.7309, -0.1403, -0.0519, -0.8474, 1.6008, 0.2622, -0.2434, 0.2826, 0.8064),
-            bits=12,
-            black_level=0,
-            white_level=3880,
-            size=(512, 768),
-            prnu_sigma=0.015,
-            prnu_seed=90,
-            shot_noise=(4e-5, 1.6e-4),
-            psf_sigma=0.6,
-            olpf=1.0,
-        ),
-        _profile(
-            name="canon-5d2",
-            make="Canon",
-            model="EOS 5D Mark II",
-            cfa="RGGB",
-            xyz_to_cam=(0.4716, 0.0603, -0.0830, -0.7798, 1.5474, 0.2480, -0.1496, 0.1937, 0.6651),
-            bits=14,
-            black_level=1024,
-            white_level=15600,
-            size=(528, 792),
-            prnu_sigma=0.010,
-            prnu_seed=5002,
-            shot_noise=(1.7e-5, 6.8e-5),
-            red_gain=(1.8, 2.3),
-            blue_gain=(1.3, 1.7),
-            psf_sigma=0.55,
-            olpf=1.0,
-        ),
-        _profile(
-            name="pentax-k5",
-            make="Pentax",
-            model="K-5",
-            cfa="BGGR",
-            xyz_to_cam=(0.8713, -0.2833, -0.0743, -0.4342, 1.1900, 0.2772, -0.0722, 0.1543, 0.6247),
-            bits=14,
-            black_level=512,
-            white_level=16383,
-            size=(496, 744),
-            prnu_sigma=0.012,
-            prnu_seed=505,
-            shot_noise=(2.5e-5, 1e-4),
-            red_gain=(1.6, 2.1),
-            blue_gain=(1.3, 1.7),
-            psf_sigma=0.7,
-            olpf=1.0,
-        ),
-        _profile(
-            name="sony-a700",
-            make="Sony",
-            model="DSLR-A700",
-            cfa="GRBG",
-            xyz_to_cam=(0.5775, -0.0805, -0.0359, -0.8574, 1.6295, 0.2391, -0.1943, 0.2341, 0.7249),
-            bits=12,
-            black_level=128,
-            white_level=4095,
-            size=(480, 720),
-            prnu_sigma=0.020,
-            prnu_seed=700,
-            shot_noise=(4.5e-5, 1.8e-4),
-            red_gain=(2.0, 2.6),
-            blue_gain=(1.4, 1.8),
-            psf_sigma=0.6,
-            olpf=1.0,
-        ),
-    )
-}
+def load_cameras(path: str | os.PathLike | None = None) -> dict[str, CameraProfile]:
+    """Camera profiles from a YAML table ``{name: {field: value}}`` (default: the built-in :data:`CAMERA_TABLE`).
+
+    Raises:
+        InputError: a file that is not such a table, or a profile with unknown, missing or invalid fields.
+    """
+    if path is None:
+        text = resources.files("neuralimaging.acquisition").joinpath(CAMERA_TABLE).read_text(encoding="utf-8")
+        where = CAMERA_TABLE
+    else:
+        try:
+            text, where = Path(path).read_text(encoding="utf-8"), str(path)
+        except OSError as error:
+            raise InputError(f"{path}: cannot read the camera table ({error.strerror})") from error
+    try:
+        table = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise InputError(f"{where}: not valid YAML ({str(error).splitlines()[0]})") from error
+    if not isinstance(table, dict) or not table:
+        raise InputError(f"{where}: expected a table of camera profiles {{name: {{field: value}}}}")
+    tuples = {field.name for field in dataclasses.fields(CameraProfile) if "tuple" in str(field.type)}
+    cameras = {}
+    for name, fields in table.items():
+        if not isinstance(fields, dict):
+            raise InputError(f"{where}: camera {name!r} must be a table of fields, got {fields!r}")
+        try:
+            values = {key: tuple(value) if key in tuples else value for key, value in fields.items()}
+            cameras[str(name)] = CameraProfile(name=str(name), **values)
+        except (TypeError, InputError) as error:
+            raise InputError(f"{where}: camera {name!r}: {error}") from error
+    return cameras
+
+
+CAMERAS: dict[str, CameraProfile] = load_cameras()
+"""The built-in virtual cameras by name, read once from :data:`CAMERA_TABLE`."""
 
 
 def get_camera(camera: str | CameraProfile) -> CameraProfile:
@@ -283,91 +252,6 @@ def parse_size(size: str | Sequence[int]) -> tuple[int, int]:
     if height % 2 or width % 2 or height < 16 or width < 16:
         raise InputError(f"sensor size must be even and >= 16 in both directions, got {height}x{width}")
     return height, width
-
-
-def _rational(values: Sequence[float]) -> tuple[int, ...]:
-    out: list[int] = []
-    for value in values:
-        fraction = Fraction(float(value)).limit_denominator(1_000_000)
-        out += [fraction.numerator, fraction.denominator]
-    return tuple(out)
-
-
-def write_dng(
-    path: str | os.PathLike,
-    mosaic: np.ndarray,
-    *,
-    cfa: str,
-    black_level: float | Sequence[float],
-    white_level: int,
-    as_shot_neutral: Sequence[float],
-    xyz_to_cam: Sequence[float],
-    make: str = "neuralimaging",
-    model: str = "virtual camera",
-    orientation: int = 1,
-    description: str = "",
-    noise_profile: Sequence[float] | None = None,
-) -> Path:
-    """Write a Bayer mosaic as an uncompressed DNG 1.4 file (atomically).
-
-    Args:
-        path: output file.
-        mosaic: ``uint16 (H, W)`` raw values laid out in ``cfa``.
-        cfa: Bayer pattern.
-        black_level: one value, or four values for the sites of the 2x2 pattern.
-        white_level: saturation value.
-        as_shot_neutral: ``(3,)`` camera RGB of a neutral (= 1 / white-balance gains).
-        xyz_to_cam: ColorMatrix1, XYZ -> camera for D65 (CalibrationIlluminant1 = 21).
-        make, model, orientation, description: TIFF Make, Model, Orientation and ImageDescription.
-        noise_profile: DNG NoiseProfile ``(S, O)``: noise variance ``S * x + O`` of the signal ``x`` normalized
-            to [0, 1] between black and white level; omitted when None.
-    """
-    path = Path(path)
-    cfa = check_cfa(cfa)
-    mosaic = np.asarray(mosaic)
-    if mosaic.ndim != 2 or mosaic.dtype != np.uint16:
-        raise InputError(f"{path}: DNG mosaic must be uint16 (H, W), got {mosaic.dtype} {mosaic.shape}")
-    black = np.broadcast_to(np.asarray(black_level, dtype=np.float64), (4,))
-    black_tag = (50714, "H", 4, tuple(int(round(b)) for b in black)) if np.all(black == np.round(black)) else (
-        50714, "2I", 4, _rational(black))
-    tags = [
-        (271, "s", 0, make),
-        (272, "s", 0, model),
-        (274, "H", 1, int(orientation)),
-        (33421, "H", 2, (2, 2)),
-        (33422, "B", 4, tuple(_CFA_CODES[c] for c in cfa)),
-        (50706, "B", 4, (1, 4, 0, 0)),
-        (50707, "B", 4, (1, 1, 0, 0)),
-        (50708, "s", 0, f"{make} {model}"),
-        (50710, "B", 3, (0, 1, 2)),
-        (50711, "H", 1, 1),
-        (50713, "H", 2, (2, 2)),
-        black_tag,
-        (50717, "I", 1, int(white_level)),
-        (50721, "2i", 9, _rational(xyz_to_cam)),
-        (50728, "2I", 3, _rational(as_shot_neutral)),
-        (50778, "H", 1, 21),
-    ]
-    if noise_profile is not None:
-        profile = tuple(float(v) for v in noise_profile)
-        if len(profile) != 2 or not all(np.isfinite(profile)) or profile[0] < 0 or profile[1] < 0:
-            raise InputError(f"{path}: DNG noise profile must be two finite values >= 0 (S, O), got {noise_profile}")
-        tags.append((51041, "d", 2, profile))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tifffile.imwrite(
-        tmp,
-        mosaic,
-        photometric=32803,
-        compression=None,
-        subfiletype=0,
-        description=description or None,
-        software="neuralimaging virtual camera",
-        metadata=None,
-        extratags=[(code, dtype, count, value, True) for code, dtype, count, value in tags],
-    )
-    os.replace(tmp, path)
-    return path
 
 
 def optics_mtf(shape: tuple[int, int], psf_sigma: float, olpf: float) -> np.ndarray:
@@ -789,3 +673,60 @@ def synthesize_flat_fields(
             progress(shot + 1, count)
     _write_sidecar(out, profile, shots)
     return written
+
+
+def synthetic_shots(
+    photos: Sequence[np.ndarray],
+    k: np.ndarray,
+    n: int,
+    *,
+    noise: float = 0.01,
+    zoom: float = 1.5,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """Shots of a synthetic camera with PRNU ``k``: ``clip(X (1 + K) + N(0, noise^2))`` (Chen et al. 2008, eq. 1).
+
+    Every shot frames its scene anew, as a hand-held camera does: the photos are used in turn (a fresh
+    random order for every round), each enlarged (bicubic) by a random factor between the smallest that
+    covers ``k`` (1 for photos that already do) and ``zoom`` times that, cropped at a random place, turned by
+    a random multiple of 90 degrees (square ``k``; 0 or 180 otherwise) and mirrored at random. So shots
+    practically never share pixel-aligned content, which would make the denoiser's content leak add up
+    coherently in a fingerprint. This tests PRNU estimators where the true K is known without a RAW
+    pipeline; :func:`synthesize` does the same through a sensor model.
+
+    Args:
+        photos: ``uint8 (H, W, 3)`` photographs (e.g. :func:`neuralimaging.data.photos.load_photo`).
+        k: true PRNU factor ``(S, S')``, typically ``N(0, 0.01^2)``.
+        n: number of shots.
+        noise: standard deviation of the additive noise (image units).
+        zoom: largest extra enlargement (>= 1; 1 keeps the covering size).
+        seed: seed of the framing and the noise.
+
+    Returns:
+        ``n`` float32 ``(3, S, S')`` images in [0, 1].
+    """
+    if not photos:
+        raise InputError("synthetic_shots: needs at least one photo")
+    if zoom < 1.0:
+        raise InputError(f"synthetic_shots: zoom must be >= 1, got {zoom}")
+    k = np.asarray(k, dtype=np.float32)
+    size_y, size_x = k.shape
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(len(photos)) for _ in range(n // len(photos) + 1)])[:n]
+    shots = []
+    for index in order:
+        photo = photos[int(index)]
+        h, w = photo.shape[:2]
+        scale = max(size_y / h, size_x / w, 1.0) * float(rng.uniform(1.0, zoom))
+        h, w = max(size_y, math.ceil(h * scale)), max(size_x, math.ceil(w * scale))
+        if (h, w) != photo.shape[:2]:
+            photo = np.asarray(Image.fromarray(photo).resize((w, h), Image.BICUBIC))
+        top, left = int(rng.integers(h - size_y + 1)), int(rng.integers(w - size_x + 1))
+        crop = photo[top : top + size_y, left : left + size_x].transpose(2, 0, 1).astype(np.float32) / 255.0
+        turns = int(rng.integers(4)) if size_y == size_x else 2 * int(rng.integers(2))
+        crop = np.rot90(crop, turns, axes=(1, 2))
+        if rng.random() < 0.5:
+            crop = crop[:, :, ::-1]
+        shot = crop * (1.0 + k) + rng.normal(0.0, noise, crop.shape).astype(np.float32)
+        shots.append(np.clip(shot, 0.0, 1.0).astype(np.float32))
+    return shots

@@ -184,7 +184,7 @@ def run_localize(args: argparse.Namespace) -> int:
 
 def run_cross_pipeline(args: argparse.Namespace) -> int:
     from neuralimaging.device import resolve_device
-    from neuralimaging.experiments.cross_pipeline import cross_pipeline
+    from neuralimaging.experiments.prnu_study import cross_pipeline
 
     try:
         split = [float(s) for s in args.split.split(",")]

@@ -53,7 +53,7 @@ def downsample(x: torch.Tensor, factor: int = 2, method: str = "avg") -> torch.T
         return x
     h, w = _reduced_size(x, factor)
     if method == "avg":
-        return box_downsample(x, factor)  # = F.avg_pool2d(x, factor), as two matrix products (2x faster)
+        return box_downsample(x, factor)  # = F.avg_pool2d(x, factor), as two matrix products (faster on a CPU)
     x = x[..., : h * factor, : w * factor]
     return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
 

@@ -471,8 +471,8 @@ class _SinJPEG444(torch.autograd.Function):
     The same arithmetic as the composed path of :func:`jpeg_compress` (``_code_planes`` and the colour
     transforms), with the colour transforms as ``3 x 3`` matrix products and the three clamps' gradient masks
     kept from the forward pass; the backward pass is the chain of transposed products,
-    ``d/du sin_round(u) = 1 - cos(2 pi u)``. It saves autograd's intermediates: forward + backward of the
-    channel's JPEG (100 x 3 x 64 x 64) took 28 against 49 ms on a 2-core CPU (``docs/benchmarks.md``).
+    ``d/du sin_round(u) = 1 - cos(2 pi u)``. It saves autograd's intermediates, which makes it faster than
+    the composed path (``docs/benchmarks.md``, "CPU op choices").
 
     ``forward(x, q)``: ``x`` ``(N, 3, H, W)``, H and W multiples of 8, any values (clipped to [0, 1]);
     ``q`` quantization steps ``(N or 1, 3, 1, 1, 64)`` without gradient. Returns ``(N, 3, H, W)`` in [0, 1].
@@ -567,7 +567,7 @@ def jpeg_compress(
     luma, chroma = luma.to(x.dtype), chroma.to(x.dtype)
     exact = rounding in _EXACT_MODES if exact is None else bool(exact)
     if not exact and rounding == "sin" and subsampling == "4:4:4" and not (luma.requires_grad or chroma.requires_grad):
-        # The paper's codec as one op: the composed path's values and gradients, 1.6-1.8x faster.
+        # The paper's codec as one op: the composed path's values and gradients, faster.
         hp, wp = 8 * _ceil(h, 8), 8 * _ceil(w, 8)
         tables = torch.stack((luma, chroma, chroma), 1).reshape(-1, 3, 1, 1, 64)
         out = _SinJPEG444.apply(_pad_to(x, hp, wp), tables)

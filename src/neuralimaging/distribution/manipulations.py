@@ -82,7 +82,7 @@ def _sharpen_filter(v: torch.Tensor, strength: float, adjoint: bool = False) -> 
 
 
 class _Sharpen(torch.autograd.Function):
-    """:func:`sharpen` as one op with a hand-written backward (about 2x faster forward + backward on a CPU).
+    """:func:`sharpen` as one op with a hand-written backward (faster forward + backward on a CPU).
 
     The gradient is that of the composed formula under autograd: the clamps pass it on their closed range,
     ``amax`` shares it evenly between tied channels, black pixels (grey output) take it through V' only.
@@ -139,7 +139,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float = 0.83, size: int = 5) -> torch.
     """Gaussian blur with a normalized ``size x size`` kernel (replicate borders). ``(N, C, H, W)`` -> same.
 
     The kernel is separable, so the blur is two matrix products that hold the replicate borders
-    (:func:`~neuralimaging.distribution.separable.separable_filter`: 3x faster than a depthwise convolution).
+    (:func:`~neuralimaging.distribution.separable.separable_filter`, faster than a depthwise convolution).
     """
     if size < 1 or size % 2 == 0:
         raise InputError(f"gaussian blur: size must be a positive odd integer, got {size}")
@@ -155,7 +155,7 @@ def resample(x: torch.Tensor, percent: float = 50.0) -> torch.Tensor:
     """Bilinear down-sampling to ``percent`` of the size, then bilinear up-sampling back to ``(H, W)``.
 
     Both resizings are linear along each axis, so the pair is one separable filter: ``F.interpolate``'s
-    weights as two ``(H, H)`` and ``(W, W)`` matrices (2x faster forward + backward on a CPU than two
+    weights as two ``(H, H)`` and ``(W, W)`` matrices (faster forward + backward on a CPU than two
     ``F.interpolate`` calls, equal to float32 rounding).
     """
     h, w = x.shape[-2:]

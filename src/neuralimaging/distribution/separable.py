@@ -2,10 +2,9 @@
 
 A separable filter with replicate borders (a Gaussian blur), an average pooling or a bilinear resizing is a
 linear map along each axis, so it is a product with an ``(H, H')`` and a ``(W, W')`` matrix that already holds
-the border rule. On a CPU the two products, forward and backward, run 2-3x faster than oneDNN's grouped
-(depthwise) convolution or ``avg_pool2d`` for the paper's sizes (gaussian 5x5 on 20 x 3 x 128 x 128: 8.3
-against 27.6 ms forward + backward; 2x2 pooling of 100 x 3 x 128 x 128: 15.8 against 29.2 ms), and they sum the same
-products, so the results agree to float32 rounding. The matrices are small and cached per size, dtype and
+the border rule. On a CPU the two products, forward and backward, run faster than oneDNN's grouped
+(depthwise) convolution or ``avg_pool2d`` for the paper's sizes (``docs/benchmarks.md``, "CPU op choices"),
+and they sum the same products, so the results agree to float32 rounding. The matrices are small and cached per size, dtype and
 device (built once in float64, then cast), so a step on a GPU makes no host-to-device copy.
 
     >>> x = torch.rand(1, 3, 8, 8)

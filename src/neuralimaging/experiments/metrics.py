@@ -4,7 +4,7 @@ Both take RGB batches ``(N, 3, H, W)`` (or ``(3, H, W)``) in [0, 1]; PSNR uses `
 the PSNR of the [0, 255] images), SSIM the standard 11x11 Gaussian window (sigma 1.5) of Wang et al. 2004,
 averaged over the valid (unpadded) windows and the channels, like ``skimage.metrics.structural_similarity``
 with ``gaussian_weights=True, use_sample_covariance=False`` (the tests compare with it). kornia's separable
-filtering is several times faster on a CPU than torchmetrics' grouped convolution.
+filtering is faster on a CPU than torchmetrics' grouped convolution.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Run directories: everything one training run leaves on disk, written atomically.
 
-Layout (see ``ARCHITECTURE.md``)::
+Layout::
 
     RUN_DIR/
       config.yaml       everything needed to rerun (a plain YAML-able dict)

@@ -86,8 +86,7 @@ _BASE: dict[str, Any] = {
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper (section 5.2): FAN on 128x128 after the channel (256x256 NIP output), 1,000 epochs, Adam 1e-4
-    # decayed 15% every 100 epochs, 3,000 validation patches (100 per image).
+    # What each preset is and how it differs from the paper: docs/measuring.md, "Presets".
     "paper": {
         "patch": 128,
         "batch": 20,
@@ -101,8 +100,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "val_patches": 3000,
         "val_batch": 50,
     },
-    # A few minutes on a 2-core CPU: 32x32 RAW -> 64x64 RGB -> 32x32 after the channel; a faster learning
-    # rate with the paper's decay compressed to the shorter run. See docs/benchmarks.md for its figures.
     "quick": {
         "patch": 32,
         "batch": 16,
@@ -120,8 +117,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "residual_width": 16,
     },
     "demo": {
-        # `make demo` with the shipped DNet on a 2-core CPU (minutes): 32x32 RAW -> 64x64 RGB -> 32x32 after the
-        # channel; the paper's lambda range, its decay compressed to the shorter run (docs/measuring.md).
         "patch": 32,
         "batch": 16,
         "epochs": 1500,
@@ -334,7 +329,7 @@ def _trainable(workflow: Workflow, mode: str) -> list[nn.Parameter]:
 
 
 def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
-    """Adam with the fused kernel where available (about 4x faster than the default loop on CPU)."""
+    """Adam with the fused kernel where available (faster than the default loop on CPU)."""
     try:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):

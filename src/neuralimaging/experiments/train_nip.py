@@ -79,17 +79,17 @@ DEFAULTS: dict[str, Any] = {
     "stop_rel_change": None,  # default: 1e-4, DNet 1e-5 (paper)
     "checkpoint_every": 1,  # validations between checkpoints
     "init_color_matrix": True,  # INet: start from the camera's cam_to_srgb when the dataset records it
-    "amp": None,  # "bf16": bfloat16 autocast of the training forward pass (about 2x faster UNet/DNet steps on
-    #               CPUs with AVX512-BF16 / AMX; loss, weights and validation stay float32); "auto": "bf16"
-    #               where the device computes bfloat16 natively, else none (emulated bfloat16 is up to 15x
-    #               slower than float32 on an AVX2 CPU). Not in the paper.
-    "channels_last": False,  # channels-last memory layout (faster for DNet with amp on this CPU)
+    "amp": None,  # "bf16": bfloat16 autocast of the training forward pass (faster UNet/DNet steps on CPUs
+    #               with native bfloat16; loss, weights and validation stay float32); "auto": "bf16" where
+    #               the device computes bfloat16 natively, else none (emulated bfloat16 is much slower than
+    #               float32). Not in the paper. Figures: docs/benchmarks.md, "NIP training step".
+    "channels_last": False,  # channels-last memory layout (faster for DNet with amp on CPUs)
 }
 
 #: ``paper``: the paper's protocol (meant for a GPU). ``quick``: a usable NIP within minutes on a CPU: by
 #: default a width-16 UNet correcting the python ISP itself (not one of the paper's NIPs), ``by_nip`` holds
-#: the settings for ``--nip inet`` and ``dnet``. ``cpu``: the paper's NIPs towards their plateau on a 2-core
-#: CPU in a few hours (how the shipped DNet was made). ``shipped``: no training, the shipped NIP measured on
+#: the settings for ``--nip inet`` and ``dnet``. ``cpu``: the paper's NIPs towards their plateau on a CPU
+#: (how the shipped DNet was made). ``shipped``: no training, the shipped NIP measured on
 #: the validation images (the demo's pre-trained NIP). Reasons and measured figures: docs/measuring.md.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
@@ -196,7 +196,7 @@ def resolve_amp(amp: str | None, device: str | torch.device) -> str | None:
 
 def nip_loss(rgb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """L2 loss on the [0, 255] scale: ``mean((255 * (rgb - target)) ** 2)`` (paper section 3.2)."""
-    return nn.functional.mse_loss(rgb, target) * 255.0**2  # one fused pass each way (3-4x faster than the formula)
+    return nn.functional.mse_loss(rgb, target) * 255.0**2  # one fused pass each way, faster than the formula
 
 
 def stop_rule(losses: list[float], window: int, threshold: float) -> bool:

@@ -160,16 +160,14 @@ class Workflow(nn.Module):
         fan: classifier with one output per manipulation class.
         manipulations: modules in label order, ``native`` (identity) first.
         channel: the sharing channel (down-sampling + compression), ``(M, 3, H, W) -> (M, 3, H', W')``.
-        nip_bf16: run the NIP body under bfloat16 autocast (about 2x faster UNet/DNet steps on CPUs with
-            AVX512-BF16); its output is returned in float32, so the manipulations, the channel and the
+        nip_bf16: run the NIP body under bfloat16 autocast (faster UNet/DNet steps on CPUs with native
+            bfloat16); its output is returned in float32, so the manipulations, the channel and the
             fidelity term see float32. INet ignores it (it computes in float32 whatever the autocast).
-        fan_bf16: run the FAN under bfloat16 autocast (about 1.7x faster on CPUs with AVX512-BF16). Logits
-            are returned in float32.
+        fan_bf16: run the FAN under bfloat16 autocast (faster on CPUs with native bfloat16). Logits are
+            returned in float32.
         channels_last: feed the FAN channels-last tensors, and the NIP too where it runs under bfloat16
-            (``nip_bf16``); the weights keep their layout. On an AVX512-BF16 CPU: 1.4x faster FAN steps under
-            bfloat16 (1.2x in float32), 1.15x faster UNet and DNet steps under bfloat16. A float32 NIP keeps
-            the standard layout: on an AVX2 CPU (oneDNN, float32) channels-last UNet and DNet F+N steps were
-            1.12-1.17x slower (``docs/benchmarks.md``).
+            (``nip_bf16``); the weights keep their layout. A float32 NIP keeps the standard layout, where
+            channels-last was slower on a CPU (figures: ``docs/benchmarks.md``, "CPU op choices").
     """
 
     def __init__(
@@ -263,8 +261,8 @@ def build_workflow(
         fan: a FAN to use; by default a fresh :class:`FAN` with one output per class.
         fan_options: keyword arguments for the fresh FAN (``constraint_scale``, ...).
         precision: one of :data:`PRECISIONS`. The default ``"auto"`` runs the NIP body and the FAN under
-            bfloat16 autocast where the device computes it natively (1.6-2.1x faster joint steps than
-            ``"fp32"`` on a CPU with AVX512-BF16) and in float32 elsewhere; ``"fp32"`` is the paper's arithmetic.
+            bfloat16 autocast where the device computes it natively (faster joint steps: ``docs/benchmarks.md``,
+            "Joint step") and in float32 elsewhere; ``"fp32"`` is the paper's arithmetic.
         fan_bf16: run the FAN under bfloat16 autocast even with ``precision="fp32"``.
         channels_last: feed the NIP and the FAN channels-last tensors (see :class:`Workflow`).
         device: where the workflow will run, for ``precision="auto"`` (default: where the NIP's weights are).

@@ -29,7 +29,8 @@ import torch
 from scipy.ndimage import uniform_filter
 
 from neuralimaging.errors import InputError
-from neuralimaging.forensics.prnu import DEFAULT_SIGMA, _check_image, noise_residual, to_gray
+from neuralimaging.forensics.prnu import DEFAULT_SIGMA, noise_residual, to_gray
+from neuralimaging.forensics.prnu.images import _check_image
 
 __all__ = [
     "CorrelationPredictor",

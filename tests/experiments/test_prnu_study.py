@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from neuralimaging.errors import InputError
-from neuralimaging.experiments import cross_pipeline as cp
+from neuralimaging.experiments import prnu_study as cp
 
 SENSOR, CROP, WINDOW, TAMPER = (272, 272), 256, 65, 96
 
