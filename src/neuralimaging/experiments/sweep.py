@@ -490,7 +490,7 @@ def _progress(run_dir: Path) -> dict[str, Any]:
     if progress is not None:
         metrics = progress.get("metrics") if isinstance(progress.get("metrics"), dict) else {}
         return {"step": int(progress.get("step", 0) or 0), "total": int(progress.get("total", 0) or 0),
-                "metrics": {k: v for k, v in metrics.items() if k in _SHOWN}}
+                "metrics": {k: metrics[k] for k in _SHOWN if k in metrics}}
     try:
         lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
         last = json.loads(lines[-1]) if lines else None
@@ -500,7 +500,7 @@ def _progress(run_dir: Path) -> dict[str, Any]:
         return {}
     step = last.get("step", 0)
     return {"step": int(step) if isinstance(step, (int, float)) else 0,
-            "metrics": {k: v for k, v in last.items() if k in _SHOWN and isinstance(v, (int, float))}}
+            "metrics": {k: last[k] for k in _SHOWN if isinstance(last.get(k), (int, float))}}
 
 
 def run_state(run_dir: str | os.PathLike[str], name: str | None = None) -> RunState:
