@@ -28,6 +28,18 @@ from neuralimaging.experiments.rundir import RunDir
 ray = pytest.importorskip("ray")
 pytest.importorskip("pyarrow")
 
+# Two raylets, their agents and Ray workers importing torch: minutes on a shared 2-core machine, where a
+# raylet can also time out waiting for its metrics agent; run with `pytest -m slow`.
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
 TINY_NIP = {"preset": "quick", "nip": "inet", "batch": 2, "patch": 16, "val_images": 2, "steps_per_epoch": 1,
             "max_epochs": 4, "val_every": 2, "lr": 1e-3, "lr_schedule": "constant", "max_time_s": None}
 EPOCHS, EVERY = 90, 15  # joint runs: long enough to be caught mid-run, a checkpoint every 15 steps
@@ -53,8 +65,9 @@ def cluster(tmp_path, monkeypatch):
     monkeypatch.setenv(st.STAGING_ENV, str(tmp_path / "node-disks"))  # under it, one folder per node id
     monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
     cluster = Cluster(initialize_head=True, connect=False,
-                      head_node_args={"num_cpus": 1, "include_dashboard": False, "resources": {"head": 1}})
-    worker = cluster.add_node(num_cpus=1, resources={"worker": 1})
+                      head_node_args={"num_cpus": 1, "include_dashboard": False, "resources": {"head": 1},
+                                      "metrics_agent_port": _free_port()})
+    worker = cluster.add_node(num_cpus=1, resources={"worker": 1}, metrics_agent_port=_free_port())
     cluster.wait_for_nodes()
     try:
         yield cluster, cluster.head_node.unique_id, worker
