@@ -27,6 +27,7 @@ import posixpath
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -52,10 +53,9 @@ _LAST = ("checkpoints/LATEST", "summary.json")  # uploaded after everything else
 
 def node_name() -> str:
     """This node: the Ray node id inside a Ray worker, else the host name."""
+    ray = sys.modules.get("ray")  # a local run never imports Ray
     try:
-        import ray
-
-        if ray.is_initialized():
+        if ray is not None and ray.is_initialized():
             return ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001 - no Ray, or not inside a Ray worker
         pass
