@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from neuralimaging.cli import main
+from neuralimaging.experiments.rundir import RunDir
 from neuralimaging.experiments.demo import demo_sweep_path
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sweeps"
@@ -128,3 +129,37 @@ def test_unfinished_runs_exit_1_and_are_listed(tmp_path, capsys) -> None:
     captured = capsys.readouterr()
     assert "busy 1" in captured.out
     assert "1 of 1 runs did not finish:" in captured.err and "inet/000: busy" in captured.err
+
+
+def test_json_outputs_and_status_figures(tiny_dataset, tmp_path, capsys) -> None:
+    """``--json`` on ``sweep run``, ``sweep status`` and ``results``; status shows each run's step and latest
+    validation figures (a run stopped half-way: its step and metrics so far)."""
+    import json
+
+    sweep = tmp_path / "s.yaml"
+    nip = {"preset": "quick", "nip": "inet", "data": str(tiny_dataset), "batch": 2, "patch": 16, "val_images": 2,
+           "steps_per_epoch": 1, "max_epochs": 4, "val_every": 2, "lr": 1e-3, "lr_schedule": "constant",
+           "max_time_s": None}
+    sweep.write_text(yaml.safe_dump({"task": "nip", "config": nip, "grid": {"nip": ["inet"], "max_steps": [2, 9]}}, sort_keys=False))
+    runs = tmp_path / "runs"
+    assert main(["sweep", "run", str(sweep), "--out", str(runs), "--device", "cpu", "--json"]) == 1
+    outcomes = json.loads(capsys.readouterr().out)
+    assert [(o["name"], o["status"], o["attempt"]) for o in outcomes] == [
+        ("inet/max_steps-2/000", "incomplete", 1), ("inet/max_steps-9/000", "done", 1)]
+
+    assert main(["sweep", "status", str(runs), "--json"]) == 0
+    states = {s["name"]: s for s in json.loads(capsys.readouterr().out)}
+    stopped, done = states["inet/max_steps-2/000"], states["inet/max_steps-9/000"]
+    assert (stopped["state"], stopped["step"], stopped["total"]) == ("pending", 2, 4)
+    assert (done["state"], done["step"], done["total"]) == ("done", 4, 4)
+    metrics = RunDir(runs / "inet/max_steps-9/000").read_metrics()[-1]
+    assert done["metrics"] == {k: metrics[k] for k in ("psnr", "ssim", "val_loss")}
+
+    assert main(["sweep", "status", str(runs)]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("inet/max_steps-2/000"))
+    assert "pending (resumable)  step 2/4  psnr " in line
+
+    assert main(["results", str(runs), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["run"] for r in rows] == ["inet/max_steps-2/000", "inet/max_steps-9/000"]
+    assert rows[1]["psnr"] == pytest.approx(RunDir(runs / "inet/max_steps-9/000").read_summary()["psnr"])

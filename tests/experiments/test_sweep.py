@@ -202,7 +202,7 @@ def test_stages_and_only(tiny_dataset, tmp_path) -> None:
     outcomes = sw.run_sweep(sweep, runs, only=["b"])
     assert [o.name for o in outcomes] == ["b/inet/000"]  # --only selects by name prefix
     outcomes = sw.run_sweep(sweep, runs)
-    assert [(o.name, o.status) for o in outcomes] == [("a/inet/000", "done"), ("b/inet/000", "skipped")]
+    assert sorted((o.name, o.status) for o in outcomes) == [("a/inet/000", "done"), ("b/inet/000", "skipped")]
 
 
 def test_ray_local_two_runs(tiny_dataset, tmp_path) -> None:
@@ -401,3 +401,64 @@ def test_only_must_name_a_run(tmp_path) -> None:
     with pytest.raises(InputError, match="--only 'NOSUCHRUN': no run of sweep"):
         sw.run_sweep(sweep, tmp_path / "runs", only=["NOSUCHRUN"])
     assert not (tmp_path / "runs").exists()
+
+
+# -- live progress, retries of the same owner, scheduling by dependency ----------------------------------
+def test_progress_reports_while_a_run_trains(tiny_dataset, tmp_path, monkeypatch) -> None:
+    from neuralimaging.experiments import live
+
+    monkeypatch.setattr(live, "WRITE_EVERY_S", 0.0)
+    runs = tmp_path / "runs"
+    sweep = sw.expand(_nip_sweep(tiny_dataset, max_epochs=60, val_every=30), runs_dir=runs)
+    reports: list[sw.RunProgress] = []
+    [outcome] = sw.run_sweep(sweep, runs, on_progress=reports.append, progress_every=0.02)
+    assert outcome.status == "done" and reports
+    assert {r.name for r in reports} == {"inet/000"}
+    steps = [r.step for r in reports]
+    assert steps == sorted(steps) and 0 < steps[-1] <= 60
+    last = reports[-1]
+    assert last.total == 60 and "loss" in last.values
+    assert last.line().startswith(f"step {last.step}/60 (") and ", loss " in last.line()
+
+
+def test_a_retry_of_the_same_owner_takes_its_lock_over(tiny_dataset, tmp_path) -> None:
+    """Ray retries a run whose node died under the same owner: the dead attempt's fresh lock does not block
+    it, while another owner's fresh lock does."""
+    runs = tmp_path / "runs"
+    [spec] = sw.expand(_nip_sweep(tiny_dataset), runs_dir=runs).runs
+    folder = runs / spec.name
+    folder.mkdir(parents=True)
+    lost = {"host": "lost-node", "pid": 1, "boot_id": "x", "owner": "sweep-1/inet/000", "attempt": 1}
+    (folder / sw.LOCK_FILE).write_text(json.dumps(lost))
+    assert sw.run_state(folder).state == "running"
+    assert sw.execute_run(spec, runs, owner="sweep-2/inet/000").status == "busy"
+    outcome = sw.execute_run(spec, runs, owner="sweep-1/inet/000")
+    assert (outcome.status, outcome.attempt) == ("done", 2)
+    assert not (folder / sw.LOCK_FILE).exists()
+
+
+def test_runs_start_when_their_own_nip_run_is_done(tmp_path) -> None:
+    """No barrier between stages: the joint run of the fast NIP starts while the slow NIP still trains; the
+    joint run of a failed NIP is blocked."""
+    runs = tmp_path / "runs"
+    source = {"stages": [
+        {"name": "pre", "task": "nip", "grid": {"nip": ["slow", "fast", "bad"]}},
+        {"name": "joint", "config": {"nip_run": "{runs}/pre/{nip}/000"}, "grid": {"nip": ["slow", "fast", "bad"]}},
+    ]}
+    sweep = sw.expand(source, runs_dir=runs)
+    events: list[str] = []
+    finishing = iter(["pre/fast/000", "pre/bad/000", "joint/fast/000", "pre/slow/000", "joint/slow/000"])
+    status = {"pre/bad/000": "failed"}
+    ctx = sw._Context(runs, "cpu", None, "o", None, lambda o: events.append(f"{o.status} {o.name}"),
+                      lambda spec: events.append(f"start {spec.name}"))
+
+    def collect(active, timeout):
+        name = next(finishing)
+        assert name in active
+        return [(name, sw.RunOutcome(name, status.get(name, "done")))]
+
+    outcomes = sw._schedule(sweep.runs, ctx, capacity=3, launch=lambda spec: spec.name, collect=collect)
+    assert len(outcomes) == 6
+    assert events.index("start joint/fast/000") < events.index("done pre/slow/000")
+    assert "blocked joint/bad/000" in events and "start joint/bad/000" not in events
+    assert events[-1] == "done joint/slow/000"

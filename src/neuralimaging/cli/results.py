@@ -19,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--parquet", metavar="FILE", help="write the per-run table as Parquet")
     parser.add_argument("--aggregate", action="store_true", help="print (and write) the aggregates over repetitions instead")
     parser.add_argument("--done-only", action="store_true", help="leave out unfinished runs")
+    parser.add_argument("--json", action="store_true", help="print the table (or the aggregates) as a JSON list of rows")
     parser.set_defaults(func=run)
 
 
@@ -26,6 +27,9 @@ def run(args: argparse.Namespace) -> int:
     table = results_lib.collect(args.runs_dir, include_unfinished=not args.done_only)
     shown = results_lib.aggregate(table) if args.aggregate else table
     results_lib.save_table(shown, csv=args.csv, parquet=args.parquet)
+    if args.json:
+        print(shown.to_json(orient="records", indent=2, double_precision=15))
+        return 0
     if table.empty:
         print(f"no runs in {args.runs_dir}")
         return 0

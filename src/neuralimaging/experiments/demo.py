@@ -161,6 +161,7 @@ def run_demo(
     shots_per_photo: int = 8,
     size: str | tuple[int, int] | None = None,
     log: Callable[[str], None] = lambda message: None,
+    progress_every: float = 20.0,
 ) -> dict[str, Any]:
     """Run the demo into ``out_dir``; returns its summary (see :func:`summarize`), also written to
     ``out_dir/summary.json`` with the protocol, the dataset, paths and timings.
@@ -176,7 +177,9 @@ def run_demo(
         shots_per_photo: virtual-camera shots per photo.
         size: every shot exactly this sensor size, ``(H, W)`` or ``"HxW"`` (default: as large as each photo
             allows on the profile's sensor).
-        log: called with one line per step (the CLI prints them).
+        log: called with one line per step (the CLI prints them), and with a progress line of the run in
+            training every ``progress_every`` seconds.
+        progress_every: seconds between two progress lines.
     """
     from neuralimaging.device import resolve_device
 
@@ -206,6 +209,8 @@ def run_demo(
         device=device,
         on_outcome=lambda outcome: log(f"    run {outcome.name}: {outcome.status}"),
         on_start=lambda spec: log(f"    run {spec.name}: started ({_TASK_WORDS.get(spec.task, spec.task)})"),
+        on_progress=lambda report: log(f"    run {report.name}: {report.line()}"),
+        progress_every=progress_every,
     )
     timings["train_s"] = time.perf_counter() - start
 

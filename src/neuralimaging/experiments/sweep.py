@@ -3,21 +3,30 @@
 A sweep file (YAML) names the grid of the paper's evidence (cameras x NIPs x modes x ``lambda_nip`` x
 repetitions, Korus & Memon, section 5 and supplement Table 1) and the training task each run calls. Runs
 execute locally one at a time, in ``workers`` processes, or as Ray tasks on a cluster (each task asks for the
-sweep's ``resources``, e.g. one GPU). Execution is resumable and fault-isolated:
+sweep's ``resources``, e.g. one GPU). Worker processes and Ray start a run as soon as the NIP run it needs is
+done, with no barrier between stages. Execution is resumable and fault-isolated:
 
 - a run is **done** when its ``summary.json`` exists and reads as a JSON object: rerunning the sweep skips
   it (a damaged summary is moved aside to ``summary.json.damaged`` and the run resumes to write it again);
 - a run with a checkpoint but no summary was **interrupted** (killed, or stopped early by a step budget):
   it is pending, and rerunning resumes it (``resume=True``);
 - a run that raises is **failed**: the traceback goes to ``error.txt`` in its folder, the others go on; a
-  worker process that dies (killed for memory, say) fails only its own run;
+  worker process that dies (killed for memory, say) fails only its own run; on Ray, a run whose worker process
+  or node dies is run again (``retries``), from its last checkpoint, on another node if need be;
 - a run holding a ``.running`` lock of a live executor is **running** (another executor owns it); a lock
-  whose owner is gone (same host and boot, dead process id; or no heartbeat for a minute) is taken over;
+  whose owner is gone (same host and boot, dead process id; or no heartbeat for a minute) is taken over, and
+  so is one left by an earlier attempt of the same sweep execution (a retry after a lost worker or node);
 - a run whose config names a ``nip_run`` that is not done is **blocked**: it does not start, and a later
   execution runs it once its NIP run has finished.
 
-On a Ray cluster every node needs ``neuralimaging`` installed, and the runs folder (and datasets) must be on a
-filesystem every node sees at the same path: tasks write their run folders there, and the driver reads them.
+Where runs persist (:mod:`~neuralimaging.experiments.storage`): by default in the runs folder, which on a
+Ray cluster must be a disk every node mounts at the same path (a node that does not see it fails the run with
+an error saying so); or in a storage URI (``s3://...``, ``file:///shared/...``, any pyarrow filesystem): runs
+execute on their node's own disk and sync to storage, and the runs folder is the driver's copy. While runs
+train, ``progress.json`` and TensorBoard logs in each run folder show their progress
+(:mod:`~neuralimaging.experiments.live`). A cluster's nodes need the package's dependencies installed; the
+package itself can travel with the job (:func:`package_runtime_env`). How to run a sweep on a cluster: the
+README's cluster section and ``docs/cluster.md``.
 
 Sweep file schema (every key but ``grid``/``stages`` optional)::
 
@@ -60,13 +69,14 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import re
+import secrets
 import socket
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +84,14 @@ import yaml
 
 from neuralimaging import yamlio
 from neuralimaging.errors import InputError
-from neuralimaging.fsutil import atomic_write_text, inside, manifest_problem
+from neuralimaging.experiments.live import read_progress
+from neuralimaging.experiments.storage import Storage, check_token, listing, node_name, staging_root, write_token
+from neuralimaging.fsutil import atomic_write_text, check_relative, inside, manifest_problem
 
 __all__ = [
     "MODES",
     "RunOutcome",
+    "RunProgress",
     "RunSpec",
     "RunState",
     "Sweep",
@@ -87,6 +100,8 @@ __all__ = [
     "expand",
     "find_runs",
     "load_sweep",
+    "mirror",
+    "package_runtime_env",
     "run_state",
     "run_sweep",
     "sweep_status",
@@ -114,6 +129,7 @@ ERROR_FILE = "error.txt"
 LOCK_FILE = ".running"
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = 60.0
+POLL_S = 1.0
 
 _STAGE_KEYS = {"name", "task", "config", "grid", "repetitions", "resources"}
 _TOP_KEYS = _STAGE_KEYS | {"stages", "device", "seed"}
@@ -316,7 +332,7 @@ def expand(
 
     Args:
         source: the sweep as a mapping (schema in the module docstring).
-        runs_dir: the folder that will hold the run folders (fills ``{runs}``).
+        runs_dir: the folder that will hold the run folders, or the storage URI (fills ``{runs}``).
         sweep_dir: the folder of the sweep file (fills ``{sweep_dir}``).
         plugins: tasks of other modules (``"module:function"``) the sweep may run besides :data:`TASKS`.
 
@@ -331,7 +347,9 @@ def expand(
     unknown = set(source) - _TOP_KEYS
     if unknown:
         raise InputError(f"sweep: unknown keys {sorted(unknown)}; expected some of {sorted(_TOP_KEYS)}")
-    fields = {"runs": str(Path(runs_dir).absolute()), "sweep_dir": str(Path(sweep_dir).absolute())}
+    runs = os.fspath(runs_dir)
+    runs = runs.rstrip("/") if "://" in runs else str(Path(runs).absolute())  # a storage URI stays as it is
+    fields = {"runs": runs, "sweep_dir": str(Path(sweep_dir).absolute())}
     defaults = {"resources": source.get("resources", {}), "seed": source.get("seed", 0)}
     if "stages" in source:
         stages = source["stages"]
@@ -377,12 +395,16 @@ def load_sweep(
 @dataclass(frozen=True)
 class RunState:
     """Where one run stands: ``state`` is done, running, failed or pending; ``resumable`` when a checkpoint
-    exists; ``error`` is the last line of the failure."""
+    exists; ``error`` is the last line of the failure; ``step`` of ``total`` steps and the ``metrics`` of the
+    last validation as its ``progress.json`` (or ``metrics.jsonl``) has them (0, 0 and empty without)."""
 
     name: str
     state: str
     resumable: bool = False
     error: str = ""
+    step: int = 0
+    total: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 _STEP_NAME = re.compile(r"step-\d{9}")
@@ -461,10 +483,34 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def _progress(run_dir: Path) -> dict[str, Any]:
+    """``step``, ``total`` and ``metrics`` of a run from ``progress.json``, else the last line of
+    ``metrics.jsonl``."""
+    progress = read_progress(run_dir)
+    if progress is not None:
+        metrics = progress.get("metrics") if isinstance(progress.get("metrics"), dict) else {}
+        return {"step": int(progress.get("step", 0) or 0), "total": int(progress.get("total", 0) or 0),
+                "metrics": {k: metrics[k] for k in _SHOWN if k in metrics}}
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        last = json.loads(lines[-1]) if lines else None
+    except (OSError, ValueError):
+        last = None
+    if not isinstance(last, dict):
+        return {}
+    step = last.get("step", 0)
+    return {"step": int(step) if isinstance(step, (int, float)) else 0,
+            "metrics": {k: last[k] for k in _SHOWN if isinstance(last.get(k), (int, float))}}
+
+
 def run_state(run_dir: str | os.PathLike[str], name: str | None = None) -> RunState:
-    """The state of the run in ``run_dir`` (see the module docstring for the rules)."""
+    """The state of the run in ``run_dir`` (see the module docstring for the rules), with its progress."""
     run_dir = Path(run_dir)
     name = name if name is not None else run_dir.name
+    return replace(_state(run_dir, name), **_progress(run_dir))
+
+
+def _state(run_dir: Path, name: str) -> RunState:
     summary = _summary_problem(run_dir)
     if summary is None:
         return RunState(name, "done")
@@ -544,38 +590,80 @@ def sweep_status(runs_dir: str | os.PathLike[str]) -> list[RunState]:
 class RunOutcome:
     """What happened to one run in this execution: ``status`` is done, skipped (already done), incomplete
     (stopped before its summary), failed, busy (another executor holds it) or blocked (a run it needs is not
-    done)."""
+    done). ``attempt`` counts the executions of the run by this sweep execution (above 1 after a retry of a
+    lost worker or node); ``node`` is where it executed (the Ray node id on a cluster, else the host)."""
 
     name: str
     status: str
     error: str = ""
     wall_time_s: float = 0.0
     resumed: bool = False
+    attempt: int = 1
+    node: str = ""
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """A run while it trains: steps done of ``total``, running ``values`` (training loss) and the ``metrics``
+    of its last validation (:mod:`~neuralimaging.experiments.live`)."""
+
+    name: str
+    step: int
+    total: int
+    values: dict[str, float]
+    metrics: dict[str, float]
+
+    def line(self) -> str:
+        """One line for a log: ``step 120/1000 (12%), loss 1.31; accuracy 0.41, psnr 37.9``."""
+        if not self.total and not self.step:
+            return "starting (loading data, first validation)"
+        share = f" ({100 * self.step / self.total:.0f}%)" if self.total else ""
+        values = ", ".join(f"{k} {v:.4g}" for k, v in self.values.items())
+        metrics = ", ".join(f"{k} {self.metrics[k]:.4g}" for k in _SHOWN if k in self.metrics)
+        return f"step {self.step}/{self.total}{share}" + (f", {values}" if values else "") + (f"; {metrics}" if metrics else "")
+
+
+_SHOWN = ("accuracy", "psnr", "ssim", "val_loss")
+
+
+def _lock_record(owner: str, attempt: int) -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "boot_id": _boot_id(), "started": time.time(),
+            "owner": owner, "attempt": attempt, "node": node_name()}
 
 
 class _Heartbeat:
-    """Keeps ``.running`` fresh (touched every ``HEARTBEAT_S``) while a run executes."""
+    """Keeps ``.running`` fresh (touched every ``HEARTBEAT_S``) while a run executes.
 
-    def __init__(self, run_dir: Path) -> None:
+    Args:
+        run_dir: the run folder.
+        owner: who executes the run: an earlier attempt of the same owner (a worker or node Ray lost, whose
+            run it retries) never blocks it.
+    """
+
+    def __init__(self, run_dir: Path, owner: str = "") -> None:
         self.path = run_dir / LOCK_FILE
+        self.owner = owner
+        self.attempt = 1
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
     def acquire(self, stale_after: float = STALE_AFTER_S) -> bool:
-        """Create the lock atomically (``O_EXCL``), replacing a stale one; False when another executor
-        holds a fresh one."""
-        info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "boot_id": _boot_id(),
-                           "started": time.time()}) + "\n"
+        """Create the lock atomically (``O_EXCL``), replacing a stale one or one of an earlier attempt of the
+        same owner; False when another executor holds a fresh one."""
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask applies
             except FileExistsError:
-                if _lock_fresh(self.path.parent, stale_after):
+                held = _read_json(self.path)
+                mine = bool(self.owner) and isinstance(held, dict) and held.get("owner") == self.owner
+                if not mine and _lock_fresh(self.path.parent, stale_after):
                     return False
-                self.path.unlink(missing_ok=True)  # left by a killed executor (dead owner or no heartbeat)
+                if mine:
+                    self.attempt = int(held.get("attempt", 1)) + 1
+                self.path.unlink(missing_ok=True)  # left by a killed executor (dead owner, no heartbeat, retried)
                 continue
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(info)
+                handle.write(json.dumps(_lock_record(self.owner, self.attempt)) + "\n")
             self._thread.start()
             return True
         return False
@@ -598,6 +686,42 @@ class _Heartbeat:
         self.path.unlink(missing_ok=True)
 
 
+class _StorageSync:
+    """While a staged run executes: uploads what changed in its local folder every ``POLL_S`` seconds (each
+    checkpoint as soon as it is complete) and refreshes its lock in storage every ``HEARTBEAT_S``."""
+
+    def __init__(self, storage: Storage, name: str, run_dir: Path, local_root: Path, lock: dict[str, Any]) -> None:
+        self.storage, self.name, self.run_dir, self.local_root, self.lock = storage, name, run_dir, local_root, lock
+        self.seen = listing(run_dir)  # as downloaded: already in storage
+        self._stop = threading.Event()
+        self._mutex = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def sync(self) -> None:
+        """Upload what changed since the last upload."""
+        with self._mutex:
+            self.seen = self.storage.upload(self.run_dir, self.name, self.local_root, self.seen)
+
+    def _loop(self) -> None:
+        beat = time.monotonic()
+        while not self._stop.wait(POLL_S):
+            try:
+                self.sync()
+                if time.monotonic() - beat >= HEARTBEAT_S:
+                    self.storage.write_lock(self.name, self.lock)
+                    beat = time.monotonic()
+            except Exception:  # noqa: BLE001 - a failing upload is retried next time; the final one reports
+                continue
+
+    def __enter__(self) -> _StorageSync:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _import_task(task: str) -> Callable[..., Any]:
     module_name, _, function = task.partition(":")
     try:
@@ -610,18 +734,59 @@ def _import_task(task: str) -> Callable[..., Any]:
     return fn
 
 
-def _waits_for(spec: RunSpec) -> str | None:
+def _waits_for(spec: RunSpec, storage: Storage | None = None) -> str | None:
     """Why the run cannot start yet (its ``nip_run`` is not done), or None."""
     nip_run = spec.config.get("nip_run")
     if not isinstance(nip_run, (str, os.PathLike)):
         return None
+    rel = storage.relative(os.fspath(nip_run)) if storage is not None else None
+    if rel is not None:
+        return None if storage.summary_ok(rel) else f"waits for its NIP run {nip_run} (not done in storage)"
     state = run_state(Path(nip_run))
     if state.state == "done":
         return None
     return f"waits for its NIP run {nip_run} ({state.state}{': ' + state.error if state.error else ''})"
 
 
-def execute_run(spec: RunSpec, runs_dir: str | os.PathLike[str], device: str = "auto", threads: int | None = None) -> RunOutcome:
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(int(threads))
+        else:  # torch reads it when the task imports it
+            os.environ["OMP_NUM_THREADS"] = str(int(threads))
+
+
+def _call_task(spec: RunSpec, config: dict[str, Any], run_dir: Path, device: str) -> tuple[str, str, float, bool]:
+    """Call the task on ``run_dir`` (locked by the caller): ``(status, error, wall time, resumed)``; a raised
+    exception is written with its traceback to ``error.txt``."""
+    start = time.perf_counter()
+    resume = _has_checkpoint(run_dir)
+    try:
+        if _summary_problem(run_dir) not in (None, "missing"):  # damaged: keep it, the run resumes to rewrite it
+            os.replace(run_dir / "summary.json", run_dir / "summary.json.damaged")
+        atomic_write_text(run_dir / RUN_FILE, json.dumps(asdict(spec), indent=2, default=str) + "\n")
+        (run_dir / ERROR_FILE).unlink(missing_ok=True)
+        fn = _import_task(spec.task)
+        fn(copy.deepcopy(config), run_dir, resume=resume, device=device, progress=False)
+    except Exception as error:  # noqa: BLE001 - isolation: every failure is recorded, the sweep goes on
+        atomic_write_text(run_dir / ERROR_FILE, "".join(traceback.format_exception(error)))
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return "failed", f"{type(error).__name__}: {reason}", time.perf_counter() - start, resume
+    # the task owns summary.json; one that stopped early (e.g. a step budget) leaves the run resumable
+    status = "done" if _summary_problem(run_dir) is None else "incomplete"
+    return status, "", time.perf_counter() - start, resume
+
+
+def execute_run(
+    spec: RunSpec,
+    runs_dir: str | os.PathLike[str],
+    device: str = "auto",
+    threads: int | None = None,
+    *,
+    owner: str = "",
+    storage: str | Storage | None = None,
+    token: str | None = None,
+) -> RunOutcome:
     """Execute one run in this process, isolating its failure.
 
     Skips the run when it is done or another executor holds its lock; does not start it (``blocked``) while
@@ -632,52 +797,95 @@ def execute_run(spec: RunSpec, runs_dir: str | os.PathLike[str], device: str = "
 
     Args:
         spec: the run.
-        runs_dir: the runs folder; the run lives in ``runs_dir / spec.name``.
+        runs_dir: the runs folder; the run lives in ``runs_dir / spec.name`` (without ``storage``).
         device: ``auto``, ``cpu`` or ``cuda`` for the task.
         threads: torch intra-op threads for the run (``None`` leaves torch's setting).
+        owner: who executes it (a lock of an earlier attempt of the same owner is taken over at once).
+        storage: a storage URI (:mod:`~neuralimaging.experiments.storage`): the run executes in a copy on
+            this node's disk, synced to storage; ``runs_dir`` is then not used.
+        token: the token the driver wrote into ``runs_dir``: a node that does not see it fails the run.
 
     Returns:
         The outcome (never raises for a failing task).
     """
+    if storage is not None:
+        return _execute_staged(spec, storage if isinstance(storage, Storage) else Storage(storage), device,
+                               threads, owner)
+    if token is not None:
+        try:
+            check_token(runs_dir, token)
+        except InputError as error:
+            return RunOutcome(spec.name, "failed", str(error), node=node_name())
     run_dir = inside(runs_dir, spec.name, "run name")
-    summary = _summary_problem(run_dir)
-    if summary is None:
+    if _summary_problem(run_dir) is None:
         return RunOutcome(spec.name, "skipped")
     waits = _waits_for(spec)
     if waits:
         return RunOutcome(spec.name, "blocked", waits)
     run_dir.mkdir(parents=True, exist_ok=True)
-    heartbeat = _Heartbeat(run_dir)
+    heartbeat = _Heartbeat(run_dir, owner)
     if not heartbeat.acquire():
         return RunOutcome(spec.name, "busy")
-    if threads:
-        if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(int(threads))
-        else:  # torch reads it when the task imports it
-            os.environ["OMP_NUM_THREADS"] = str(int(threads))
-    start = time.perf_counter()
-    resume = _has_checkpoint(run_dir)
+    _set_threads(threads)
     with heartbeat:
-        try:
-            if summary != "missing":  # damaged: keep it for inspection, the run resumes to write it again
-                os.replace(run_dir / "summary.json", run_dir / "summary.json.damaged")
-            atomic_write_text(run_dir / RUN_FILE, json.dumps(asdict(spec), indent=2, default=str) + "\n")
-            (run_dir / ERROR_FILE).unlink(missing_ok=True)
-            fn = _import_task(spec.task)
-            fn(copy.deepcopy(spec.config), run_dir, resume=resume, device=device, progress=False)
-        except Exception as error:  # noqa: BLE001 - isolation: every failure is recorded, the sweep goes on
-            text = "".join(traceback.format_exception(error))
-            atomic_write_text(run_dir / ERROR_FILE, text)
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            return RunOutcome(spec.name, "failed", f"{type(error).__name__}: {reason}", time.perf_counter() - start, resume)
-    # the task owns summary.json; one that stopped early (e.g. a step budget) leaves the run resumable
-    status = "done" if _summary_problem(run_dir) is None else "incomplete"
-    return RunOutcome(spec.name, status, "", time.perf_counter() - start, resume)
+        status, error, wall, resumed = _call_task(spec, spec.config, run_dir, device)
+    return RunOutcome(spec.name, status, error, wall, resumed, heartbeat.attempt, node_name())
 
 
-def _execute_dict(spec: dict[str, Any], runs_dir: str, device: str, threads: int | None) -> dict[str, Any]:
+def _remote_lock_fresh(record: dict[str, Any] | None) -> bool:
+    if record is None:
+        return False
+    beat = record.get("beat")
+    if not isinstance(beat, (int, float)) or time.time() - beat >= STALE_AFTER_S:
+        return False
+    return not _owner_gone(record)
+
+
+def _execute_staged(spec: RunSpec, storage: Storage, device: str, threads: int | None, owner: str) -> RunOutcome:
+    """:func:`execute_run` with a storage URI: download, run with uploads, upload, check."""
+    name = check_relative(spec.name, "run name")
+    if storage.summary_ok(name):
+        return RunOutcome(name, "skipped")
+    waits = _waits_for(spec, storage)
+    if waits:
+        return RunOutcome(name, "blocked", waits)
+    held = storage.read_lock(name)
+    mine = bool(owner) and held is not None and held.get("owner") == owner
+    if not mine and _remote_lock_fresh(held):
+        return RunOutcome(name, "busy")
+    attempt = int(held.get("attempt", 1)) + 1 if mine else 1
+    lock = _lock_record(owner, attempt)
+    storage.write_lock(name, lock)
+    root = staging_root(storage.uri)
+    run_dir = root / name
+    try:
+        storage.clear_staging(run_dir)
+        storage.download(name, run_dir, root)
+        storage.delete(f"{name}/{ERROR_FILE}")
+        config = storage.localize(spec.config, root)
+    except Exception as error:  # noqa: BLE001 - storage unreachable or an input missing: this run fails
+        storage.delete(f"{name}/.running")
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return RunOutcome(name, "failed", f"storage {storage.uri}: {type(error).__name__}: {reason}",
+                          attempt=attempt, node=node_name())
+    _set_threads(threads)
+    sync = _StorageSync(storage, name, run_dir, root, lock)
+    with sync:
+        status, error, wall, resumed = _call_task(spec, config, run_dir, device)
+    try:
+        sync.sync()
+    except Exception as failure:  # noqa: BLE001 - the results did not reach storage: the run is not done
+        status, error = "failed", f"uploading to {storage.uri} failed: {type(failure).__name__}: {failure}"
+    storage.delete(f"{name}/.running")
+    if status == "done" and not storage.summary_ok(name):
+        status, error = "failed", f"{storage.uri}/{name}: summary.json did not reach storage"
+    return RunOutcome(name, status, error, wall, resumed, attempt, node_name())
+
+
+def _execute_dict(spec: dict[str, Any], runs_dir: str, device: str, threads: int | None, owner: str = "",
+                  storage: str | None = None, token: str | None = None) -> dict[str, Any]:
     """Picklable entry point for worker processes and Ray tasks (plain dicts in and out)."""
-    return asdict(execute_run(RunSpec(**spec), runs_dir, device, threads))
+    return asdict(execute_run(RunSpec(**spec), runs_dir, device, threads, owner=owner, storage=storage, token=token))
 
 
 # -- executors -------------------------------------------------------------------------------------------
@@ -686,108 +894,248 @@ def _threads(spec: RunSpec) -> int | None:
     return int(value) if value else None
 
 
-def _local(
+@dataclass
+class _Context:
+    """What every executor of one sweep execution shares."""
+
+    runs_dir: Path
+    device: str
+    storage: Storage | None
+    owner: str
+    token: str | None
+    on_outcome: Callable[[RunOutcome], None]
+    on_start: Callable[[RunSpec], None]
+    in_flight: dict[str, float] = field(default_factory=dict)
+
+    def call_args(self, spec: RunSpec) -> tuple:
+        return (asdict(spec), str(self.runs_dir.absolute()), self.device, _threads(spec) or 1,
+                f"{self.owner}/{spec.name}", self.storage.uri if self.storage else None, self.token)
+
+    def finish(self, outcome: RunOutcome) -> RunOutcome:
+        """Record an outcome: the driver's copy of a staged run is refreshed, then the callback."""
+        self.in_flight.pop(outcome.name, None)
+        if self.storage is not None and outcome.status not in ("skipped", "busy", "blocked"):
+            mirror(self.storage, outcome.name, self.runs_dir)
+        self.on_outcome(outcome)
+        return outcome
+
+
+def mirror(storage: Storage, name: str, runs_dir: str | os.PathLike[str], *, live_only: bool = False) -> None:
+    """Copy the run ``name`` from storage into ``runs_dir`` (its latest checkpoint only; ``live_only``: just
+    its progress, metrics, config and lock), for ``sweep status``, ``results`` and ``report``."""
+    local = inside(runs_dir, name, "run name")
+    only = ("progress.json", "metrics.jsonl", "config.yaml", ".running") if live_only else None
+    try:
+        storage.download(name, local, runs_dir, only=only)
+        if (local / LOCK_FILE).exists() and storage.read_lock(name) is None:
+            (local / LOCK_FILE).unlink(missing_ok=True)
+    except OSError:
+        return  # storage unreachable for a moment: the next refresh catches up
+
+
+def _dependency(spec: RunSpec, names: set[str], ctx: _Context) -> str | None:
+    """The run of this execution that ``spec``'s ``nip_run`` names, if any."""
+    nip_run = spec.config.get("nip_run")
+    if not isinstance(nip_run, (str, os.PathLike)):
+        return None
+    value = os.fspath(nip_run)
+    if ctx.storage is not None:
+        rel = ctx.storage.relative(value)
+    else:
+        try:
+            rel = Path(value).absolute().relative_to(ctx.runs_dir.absolute()).as_posix()
+        except ValueError:
+            rel = None
+    return rel if rel in names else None
+
+
+def _schedule(
     runs: Sequence[RunSpec],
-    runs_dir: Path,
-    device: str,
-    on_outcome: Callable[[RunOutcome], None],
-    on_start: Callable[[RunSpec], None] = lambda spec: None,
+    ctx: _Context,
+    capacity: int,
+    launch: Callable[[RunSpec], Any],
+    collect: Callable[[list[Any], float], list[tuple[Any, RunOutcome]]],
 ) -> list[RunOutcome]:
-    outcomes = []
-    for spec in runs:
-        on_start(spec)
-        outcome = execute_run(spec, runs_dir, device, _threads(spec))
-        on_outcome(outcome)
-        outcomes.append(outcome)
+    """Launch each run as soon as the run it needs (its ``nip_run``) is done, ``capacity`` at a time, and
+    collect outcomes as they come: no barrier between stages. A run whose NIP run ended otherwise is blocked."""
+    names = {spec.name for spec in runs}
+    waiting = list(runs)
+    active: dict[Any, RunSpec] = {}
+    ended: dict[str, str] = {}
+    outcomes: list[RunOutcome] = []
+    while waiting or active:
+        for spec in list(waiting):
+            if len(active) >= capacity:
+                break
+            needed = _dependency(spec, names, ctx)
+            if needed is not None and needed not in ended:
+                continue
+            waiting.remove(spec)
+            if needed is not None and ended[needed] not in ("done", "skipped"):
+                outcome = RunOutcome(spec.name, "blocked", f"waits for its NIP run {needed} ({ended[needed]})")
+                ended[spec.name] = "blocked"
+                outcomes.append(ctx.finish(outcome))
+                continue
+            ctx.on_start(spec)
+            ctx.in_flight[spec.name] = time.time()
+            active[launch(spec)] = spec
+        if not active:
+            if waiting and all(_dependency(spec, names, ctx) not in ended for spec in waiting):
+                for spec in waiting:  # a cycle of nip_run references: nothing can start
+                    outcomes.append(ctx.finish(RunOutcome(spec.name, "blocked", "its NIP run waits for it in turn")))
+                waiting.clear()
+            continue
+        for handle, outcome in collect(list(active), POLL_S):
+            active.pop(handle)
+            ended[outcome.name] = outcome.status
+            outcomes.append(ctx.finish(outcome))
     return outcomes
 
 
-def _worker(spec: dict[str, Any], runs_dir: str, device: str, threads: int | None, sender: Any) -> None:
+def _local(runs: Sequence[RunSpec], ctx: _Context) -> list[RunOutcome]:
+    outcomes = []
+    for spec in runs:
+        ctx.on_start(spec)
+        ctx.in_flight[spec.name] = time.time()
+        outcome = RunOutcome(**_execute_dict(*ctx.call_args(spec)))
+        outcomes.append(ctx.finish(outcome))
+    return outcomes
+
+
+def _worker(args: tuple, sender: Any) -> None:
     """Entry point of a worker process: one run, its outcome sent back through ``sender``."""
-    sender.send(_execute_dict(spec, runs_dir, device, threads))
+    sender.send(_execute_dict(*args))
     sender.close()
 
 
-def _processes(
-    runs: Sequence[RunSpec], runs_dir: Path, device: str, workers: int, on_outcome: Callable[[RunOutcome], None]
-) -> list[RunOutcome]:
+def _processes(runs: Sequence[RunSpec], ctx: _Context, workers: int) -> list[RunOutcome]:
     """Every run in a process of its own, ``workers`` at a time: a process that dies fails only its run."""
-    outcomes = []
     context = multiprocessing.get_context("spawn")  # no forked torch state; same as on a fresh machine
-    waiting = list(runs)
-    active: dict[Any, tuple[Any, RunSpec, Any]] = {}
+    handles: dict[Any, tuple[Any, RunSpec, Any]] = {}
+
+    def launch(spec: RunSpec) -> Any:
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=_worker, daemon=False, args=(ctx.call_args(spec), sender))
+        process.start()
+        sender.close()
+        handles[process.sentinel] = (process, spec, receiver)
+        return process.sentinel
+
+    def collect(active: list[Any], timeout: float) -> list[tuple[Any, RunOutcome]]:
+        out = []
+        for sentinel in multiprocessing.connection.wait(active, timeout):
+            process, spec, receiver = handles.pop(sentinel)
+            process.join()
+            try:
+                outcome = RunOutcome(**receiver.recv()) if receiver.poll() else None
+            except (EOFError, OSError):
+                outcome = None
+            receiver.close()
+            if outcome is None:  # the process died without an answer (killed for memory, a crash)
+                outcome = RunOutcome(spec.name, "failed", f"worker process died (exit code {process.exitcode})")
+                _record_crash(ctx, spec.name, outcome.error)
+            out.append((sentinel, outcome))
+        return out
+
     try:
-        while waiting or active:
-            while waiting and len(active) < workers:
-                spec = waiting.pop(0)
-                receiver, sender = context.Pipe(duplex=False)
-                process = context.Process(target=_worker, daemon=False,
-                                          args=(asdict(spec), str(runs_dir), device, _threads(spec) or 1, sender))
-                process.start()
-                sender.close()
-                active[process.sentinel] = (process, spec, receiver)
-            for sentinel in multiprocessing.connection.wait(list(active)):
-                process, spec, receiver = active.pop(sentinel)
-                process.join()
-                try:
-                    outcome = RunOutcome(**receiver.recv()) if receiver.poll() else None
-                except (EOFError, OSError):
-                    outcome = None
-                receiver.close()
-                if outcome is None:  # the process died without an answer (killed for memory, a crash)
-                    outcome = RunOutcome(spec.name, "failed", f"worker process died (exit code {process.exitcode})")
-                    _record_crash(runs_dir / spec.name, outcome.error)
-                on_outcome(outcome)
-                outcomes.append(outcome)
+        return _schedule(runs, ctx, workers, launch, collect)
     finally:
-        for process, _, _ in active.values():
+        for process, _, _ in handles.values():
             process.terminate()
-    return outcomes
 
 
-def _record_crash(run_dir: Path, reason: str) -> None:
+def _record_crash(ctx: _Context, name: str, reason: str) -> None:
+    if ctx.storage is not None:
+        try:
+            ctx.storage.write_bytes(f"{name}/{ERROR_FILE}", (reason + "\n").encode("utf-8"))
+            ctx.storage.delete(f"{name}/.running")
+        except OSError:
+            pass
+    run_dir = ctx.runs_dir / name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / LOCK_FILE).unlink(missing_ok=True)
     atomic_write_text(run_dir / ERROR_FILE, reason + "\n")
 
 
-def _ray(
-    runs: Sequence[RunSpec], runs_dir: Path, device: str, address: str, on_outcome: Callable[[RunOutcome], None]
-) -> list[RunOutcome]:
+def package_runtime_env() -> dict[str, Any]:
+    """A Ray ``runtime_env`` that ships this installed ``neuralimaging`` package to every node (its
+    dependencies, torch and the rest, must be installed there)."""
+    import neuralimaging
+
+    return {"py_modules": [str(Path(neuralimaging.__file__).parent)]}
+
+
+def _ray(runs: Sequence[RunSpec], ctx: _Context, address: str, retries: int,
+         runtime_env: Mapping[str, Any] | None) -> list[RunOutcome]:
     try:
         import ray
     except ImportError:
         raise InputError("--ray needs Ray: pip install 'neuralimaging[ray]'") from None
     if not ray.is_initialized():
+        env = dict(runtime_env) if runtime_env is not None else None
         if address == "local":
-            ray.init(include_dashboard=False, log_to_driver=False)
+            ray.init(include_dashboard=False, log_to_driver=False, runtime_env=env)
         else:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, runtime_env=env)
+    elif runtime_env:
+        raise InputError("runtime_env: Ray is already initialized in this process; pass it to ray.init instead")
     remote = ray.remote(_execute_dict)
-    pending = {}
-    for spec in runs:
+    specs: dict[Any, RunSpec] = {}
+
+    def launch(spec: RunSpec) -> Any:
         extra = {k: v for k, v in spec.resources.items() if k not in ("num_cpus", "num_gpus")}
         options: dict[str, Any] = {
             "num_cpus": spec.resources.get("num_cpus", 1),
             "num_gpus": spec.resources.get("num_gpus", 0),
-            "max_retries": 0,
+            "max_retries": retries,  # the worker process or its node died: Ray runs it again, elsewhere if need be
+            "retry_exceptions": False,  # a run that raises is recorded, not retried
         }
         if extra:
             options["resources"] = extra
-        ref = remote.options(**options).remote(asdict(spec), str(runs_dir.absolute()), device, _threads(spec) or 1)
-        pending[ref] = spec
-    outcomes = []
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        spec = pending.pop(ready[0])
-        try:
-            outcome = RunOutcome(**ray.get(ready[0]))
-        except Exception as error:  # noqa: BLE001 - the worker or node died
-            outcome = RunOutcome(spec.name, "failed", f"ray task died: {type(error).__name__}: {str(error).splitlines()[0]}")
-            _record_crash(runs_dir / spec.name, outcome.error)
-        on_outcome(outcome)
-        outcomes.append(outcome)
-    return outcomes
+        ref = remote.options(**options).remote(*ctx.call_args(spec))
+        specs[ref] = spec
+        return ref
+
+    def collect(active: list[Any], timeout: float) -> list[tuple[Any, RunOutcome]]:
+        ready, _ = ray.wait(active, num_returns=1, timeout=timeout)
+        out = []
+        for ref in ready:
+            spec = specs.pop(ref)
+            try:
+                outcome = RunOutcome(**ray.get(ref))
+            except Exception as error:  # noqa: BLE001 - the worker or node died more often than retries allow
+                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                outcome = RunOutcome(spec.name, "failed", f"ray task died {retries + 1} times: {type(error).__name__}: {first}")
+                _record_crash(ctx, spec.name, outcome.error)
+            out.append((ref, outcome))
+        return out
+
+    return _schedule(runs, ctx, len(runs), launch, collect)
+
+
+def _watch(ctx: _Context, every: float, on_progress: Callable[[RunProgress], None], stop: threading.Event) -> None:
+    """Report the progress of every run in flight each ``every`` seconds (a staged run's progress is first
+    copied from storage into the driver's runs folder)."""
+    while not stop.wait(every):
+        for name in list(ctx.in_flight):
+            if ctx.storage is not None:
+                mirror(ctx.storage, name, ctx.runs_dir, live_only=True)
+            progress = read_progress(ctx.runs_dir / name) or {}  # none yet: the run is still starting
+            if name in ctx.in_flight:
+                on_progress(RunProgress(name, int(progress.get("step", 0)), int(progress.get("total", 0)),
+                                        dict(progress.get("values") or {}), dict(progress.get("metrics") or {})))
+
+
+def _stored_state(storage: Storage, name: str, runs_dir: Path) -> RunState:
+    """The state of a run in storage (done: its copy in ``runs_dir`` is refreshed)."""
+    if storage.summary_ok(name):
+        if _summary_problem(runs_dir / name) is not None:
+            mirror(storage, name, runs_dir)
+        return RunState(name, "done")
+    error = storage.read_bytes(f"{name}/{ERROR_FILE}")
+    if error is not None:
+        return RunState(name, "failed", error=_last_line(error.decode("utf-8", "replace")))
+    return RunState(name, "pending")
 
 
 def run_sweep(
@@ -801,15 +1149,24 @@ def run_sweep(
     only: Iterable[str] | None = None,
     on_outcome: Callable[[RunOutcome], None] | None = None,
     on_start: Callable[[RunSpec], None] | None = None,
+    on_progress: Callable[[RunProgress], None] | None = None,
+    progress_every: float = 20.0,
+    storage: str | None = None,
+    retries: int = 3,
+    runtime_env: Mapping[str, Any] | None = None,
 ) -> list[RunOutcome]:
-    """Execute a sweep's runs into ``runs_dir``, stage by stage (a stage starts when the previous one ended).
+    """Execute a sweep's runs into ``runs_dir``; each run starts once the NIP run it needs is done.
 
     Finished runs are skipped, interrupted runs resume from their checkpoints, a failing run is recorded in
-    its folder (``error.txt``) and the others go on; a run whose NIP run is not done is ``blocked``.
+    its folder (``error.txt``) and the others go on; a run whose NIP run is not done is ``blocked``. Locally
+    (one at a time) runs go in sweep order; worker processes and Ray start a run as soon as its own NIP run
+    is done (no barrier between stages).
 
     Args:
-        sweep: the expanded sweep (:func:`load_sweep`).
-        runs_dir: the folder for the run folders; the plan goes to ``sweep-plan.json``.
+        sweep: the expanded sweep (:func:`load_sweep`), expanded with ``runs_dir=storage`` when ``storage``
+            is given (so that ``{runs}`` names storage).
+        runs_dir: the folder for the run folders (with ``storage``: the driver's copy of them); the plan goes
+            to ``sweep-plan.json``.
         workers: local processes running at once (1: in this process, one run at a time).
         ray_address: run every run as a Ray task on the cluster at this address (``"local"``: start a local
             Ray instance; an already initialized Ray is reused). Overrides ``workers``.
@@ -818,15 +1175,25 @@ def run_sweep(
         only: run just these run names (or name prefixes); one that matches no run is an error.
         on_outcome: called with each run's outcome as it finishes (e.g. to print progress).
         on_start: called with each run's spec when it starts (in this process) or is handed to a worker.
+        on_progress: called every ``progress_every`` seconds with the progress of each run in flight.
+        progress_every: seconds between two progress reports.
+        storage: a storage URI where runs persist (:mod:`~neuralimaging.experiments.storage`); None: the runs
+            folder itself (on a cluster: a disk every node mounts at the same path; checked per run).
+        retries: Ray only: how often a run whose worker process or node died is run again (from its last
+            checkpoint, elsewhere if need be).
+        runtime_env: Ray only: the ``runtime_env`` of the job (e.g. :func:`package_runtime_env`).
 
     Returns:
         One outcome per executed or skipped run, in completion order.
     """
     if workers < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
+    if retries < 0:
+        raise InputError(f"retries must be >= 0, got {retries}")
     runs_dir = Path(runs_dir)
     for spec in sweep.runs:
         inside(runs_dir, spec.name, "run name")
+    store = Storage(storage) if storage is not None else None
     selected = list(sweep.runs)
     if only is not None:
         prefixes = [p.rstrip("/") for p in only]
@@ -835,30 +1202,39 @@ def run_sweep(
             raise InputError(f"--only {unknown[0]!r}: no run of sweep {sweep.name!r} has this name or name prefix")
         selected = [r for r in selected if any(r.name == p or r.name.startswith(p + "/") for p in prefixes)]
     runs_dir.mkdir(parents=True, exist_ok=True)
-    plan = {"name": sweep.name, "sweep": sweep.source, "runs": [asdict(r) for r in sweep.runs]}
+    plan = {"name": sweep.name, "sweep": sweep.source, "runs": [asdict(r) for r in sweep.runs],
+            "storage": store.uri if store else None}
     atomic_write_text(runs_dir / PLAN_FILE, json.dumps(plan, indent=2, default=str) + "\n")
-    callback = on_outcome or (lambda outcome: None)
+    if store is not None:
+        store.write_bytes(PLAN_FILE, json.dumps(plan, indent=2, default=str).encode("utf-8"))
+    ctx = _Context(runs_dir, device, store, secrets.token_hex(6),
+                   write_token(runs_dir) if ray_address and store is None else None,
+                   on_outcome or (lambda outcome: None), on_start or (lambda spec: None))
     outcomes: list[RunOutcome] = []
-    for stage in sweep.stages():
-        todo = []
-        for spec in (r for r in selected if r.stage == stage):
-            state = run_state(runs_dir / spec.name, spec.name)
-            if state.state == "done" or (state.state == "failed" and not retry_failed):
-                outcome = RunOutcome(spec.name, "skipped" if state.state == "done" else "failed", state.error)
-                callback(outcome)
-                outcomes.append(outcome)
-            else:
-                todo.append(spec)
-        if not todo:
-            continue
-        started = on_start or (lambda spec: None)
-        if ray_address or (workers > 1 and len(todo) > 1):
-            for spec in todo:
-                started(spec)
-        if ray_address:
-            outcomes += _ray(todo, runs_dir, device, ray_address, callback)
-        elif workers > 1 and len(todo) > 1:
-            outcomes += _processes(todo, runs_dir, device, workers, callback)
+    todo = []
+    for spec in selected:
+        state = _stored_state(store, spec.name, runs_dir) if store else run_state(runs_dir / spec.name, spec.name)
+        if state.state == "done" or (state.state == "failed" and not retry_failed):
+            outcome = RunOutcome(spec.name, "skipped" if state.state == "done" else "failed", state.error)
+            ctx.on_outcome(outcome)
+            outcomes.append(outcome)
         else:
-            outcomes += _local(todo, runs_dir, device, callback, started)
+            todo.append(spec)
+    if not todo:
+        return outcomes
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(ctx, progress_every, on_progress, stop), daemon=True)
+    if on_progress is not None:
+        watcher.start()
+    try:
+        if ray_address:
+            outcomes += _ray(todo, ctx, ray_address, retries, runtime_env)
+        elif workers > 1 and len(todo) > 1:
+            outcomes += _processes(todo, ctx, workers)
+        else:
+            outcomes += _local(todo, ctx)
+    finally:
+        stop.set()
+        if watcher.is_alive():
+            watcher.join()
     return outcomes

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from neuralimaging.device import keep_freed_memory, resolve_device
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.fidelity import DEFINITION, fidelity_images, nip_fidelity
+from neuralimaging.experiments.live import LiveLog
 from neuralimaging.experiments.rundir import RunDir, capture_rng_state, config_hash, restore_rng_state
 from neuralimaging.experiments.rundir import check_nip_source, record_nip_source
 from neuralimaging.experiments.settings import check_manipulation_settings
@@ -487,7 +488,9 @@ def train_manipulation(
         line["wall_time_s"] = elapsed()
         line["cpu_time_s"] = cpu_seconds()
         run.append_metrics(line)
+        live.validation(step, line)
 
+    live = LiveLog(run.path, total_steps)  # progress.json and TensorBoard
     if start_metrics is None:
         # Before training: the NIP's fidelity (the FAN is untrained, its accuracy would be noise).
         start_metrics = validate(workflow, None, val_images, batch=config["val_batch"], device=device)
@@ -519,6 +522,7 @@ def train_manipulation(
             if step % every_ckpt == 0 or step == total_steps:
                 checkpoint()
             bar.update(1)
+            live.step(step, **running)
             accuracy = "-" if last["accuracy"] is None else f"{last['accuracy']:.3f}"
             bar.set_postfix(loss=f"{running['loss']:.3f}", acc=accuracy, psnr=f"{last['psnr']:.1f}")
             if max_steps is not None and step >= max_steps and step < total_steps:
@@ -526,6 +530,7 @@ def train_manipulation(
                 return {"stopped_at": step, "config_hash": digest}
     finally:
         bar.close()
+        live.close()
 
     history = [m["accuracy"] for m in run.read_metrics() if m.get("accuracy") is not None]
     tail = history[-5:]

@@ -9,7 +9,8 @@ with an epoch cap (paper: 50,000).
 
 Everything lands in a run directory (:class:`~neuralimaging.experiments.rundir.RunDir`): ``config.yaml``,
 ``metrics.jsonl`` (one line per validation), ``summary.json``, safetensors checkpoints (weights, optimizer
-and RNG states), ``figures/training.png`` and, when TensorBoard is installed, event logs in ``tensorboard/``.
+and RNG states), ``figures/training.png`` and, when TensorBoard is installed, event logs in ``tensorboard/``
+(live progress: :mod:`~neuralimaging.experiments.live`).
 A killed run resumed with ``resume=True`` continues from its last checkpoint and reaches the same result.
 
 Example::
@@ -40,6 +41,7 @@ from neuralimaging.acquisition import nip as nip_module
 from neuralimaging.device import keep_freed_memory, resolve_device
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.fidelity import DEFINITION, fidelity_images, nip_fidelity
+from neuralimaging.experiments.live import LiveLog
 from neuralimaging.experiments.rundir import RunDir, capture_rng_state, config_hash, restore_rng_state
 from neuralimaging.experiments.settings import check_nip_settings
 from neuralimaging.experiments.workflow import native_bf16
@@ -280,14 +282,6 @@ def _param_groups(model: nn.Module, config: Mapping[str, Any]) -> list[dict[str,
     ]
 
 
-def _tensorboard(path: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # tensorboard not installed: event logs are optional
-        return None
-    return SummaryWriter(log_dir=str(path))
-
-
 def _plot_curve(run: RunDir) -> Path | None:
     records = run.read_metrics()
     if not records:
@@ -405,7 +399,6 @@ def train_nip(
         last = {"train_loss": float("nan"), **before}
         run.append_metrics({"step": 0, "epoch": 0, "lr": _lr_at(config, 0), "time_s": 0.0, **last})
 
-    writer = _tensorboard(run.path / "tensorboard")
     max_epochs = int(config["max_epochs"])
     max_steps = config.get("max_steps")
     max_time = config.get("max_time_s")
@@ -414,6 +407,7 @@ def train_nip(
         disable=not progress, file=sys.stderr, dynamic_ncols=True,
     )
     stopped: str | None = None
+    live = LiveLog(run.path, max_epochs * steps_per_epoch)  # progress.json and TensorBoard
 
     def checkpoint() -> None:
         run.save_checkpoint(
@@ -449,6 +443,7 @@ def train_nip(
                 optimizer.step()
                 step += 1
                 running.append(loss.item())
+                live.step(step, loss=running[-1])
                 bar.update(1)
             epoch += 1
             over_time = max_time is not None and time.perf_counter() - started + elapsed_before >= float(max_time)
@@ -461,9 +456,7 @@ def train_nip(
                 run.append_metrics({"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
                                     "time_s": round(elapsed, 3), **last})
                 bar.set_postfix(loss=f"{last['train_loss']:.2f}", psnr=f"{metrics['psnr']:.2f}")
-                if writer is not None:
-                    for key in ("train_loss", "val_loss", "psnr", "ssim"):
-                        writer.add_scalar(key, last[key], step)
+                live.validation(step, last)
                 if stop_rule(history, int(config["stop_window"]), float(config["stop_rel_change"])):
                     stopped = "converged"
                     break
@@ -474,8 +467,7 @@ def train_nip(
                     checkpoint()
     finally:
         bar.close()
-        if writer is not None:
-            writer.close()
+        live.close()
     stopped = stopped or "max_epochs"
     checkpoint()
     if stopped == "max_steps" and run.read_metrics()[-1]["step"] != step:
