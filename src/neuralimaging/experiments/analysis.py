@@ -76,7 +76,7 @@ SMOOTHING = 0.01
 """Each window posterior is mixed with the uniform distribution by this weight before taking logarithms, so
 that no single over-confident window can decide a photo (a log ratio is bounded by ``log(1 + C / 0.01)``)."""
 
-DEFAULT_TEMPERATURE = 0.03
+DEFAULT_TEMPERATURE = 0.30
 """Evidence temperature used without a calibration file (fitted on the validation photos of the demo's F+N
 run; ``docs/analysis.md``). A run's own calibration (:func:`fit_calibration`) should replace it."""
 
