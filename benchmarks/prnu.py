@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neuralimaging.data.photos import bundled_photos, load_photo
+from neuralimaging.photos import bundled_photos, load_photo
 from neuralimaging.forensics import prnu
 
 SIZE = 1024

@@ -10,7 +10,7 @@ from neuralimaging import registry
 from neuralimaging.acquisition import nip
 from neuralimaging.acquisition.bayer import from_rggb
 from neuralimaging.errors import InputError
-from neuralimaging.experiments.metrics import psnr
+from neuralimaging.metrics import psnr
 
 # Narrow variants keep the tiling tests fast; the receptive radius does not depend on the width.
 SMALL = {"inet": {}, "unet": {"width": 4}, "dnet": {"width": 8}}

@@ -21,13 +21,13 @@ from neuralimaging.distribution.jpeg import (
     compare_with_libjpeg,
     jpeg_compress,
     libjpeg_compress,
-    psnr,
     quantization_tables,
     rgb_to_ycbcr,
     ycbcr_to_rgb,
 )
 from neuralimaging.distribution.jpeg import _composed_codec  # the op-by-op path, reference of the fused op
 from neuralimaging.errors import InputError
+from neuralimaging.metrics import psnr_per_image as psnr
 
 SUBSAMPLINGS = ("4:4:4", "4:2:0")
 
