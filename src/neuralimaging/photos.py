@@ -82,5 +82,5 @@ def load_photo(path: str | os.PathLike) -> np.ndarray:
     """
     pixels = read_pixels(path)
     if pixels.dtype == np.uint16:
-        pixels = np.round(pixels / 257.0).astype(np.uint8)
-    return pixels
+        return np.round(pixels / 257.0).astype(np.uint8)
+    return pixels if pixels.flags.writeable else pixels.copy()
