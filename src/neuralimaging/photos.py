@@ -80,7 +80,10 @@ def load_photo(path: str | os.PathLike) -> np.ndarray:
     Raises:
         InputError: naming the file when it is not a readable image (or is larger than the pixel limit).
     """
-    pixels = read_pixels(path)
+    try:
+        pixels = read_pixels(path)
+    except InputError as error:  # the toolkit's words for a photo
+        raise InputError(str(error).replace("not a readable image", "not a readable photo", 1)) from error
     if pixels.dtype == np.uint16:
         return np.round(pixels / 257.0).astype(np.uint8)
     return pixels if pixels.flags.writeable else pixels.copy()
