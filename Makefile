@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow venv clean nip-weights
+.PHONY: demo test test-slow docs venv clean nip-weights
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first: the CPU wheel pinned by the project (an unpinned torch pulls a multi-GB CUDA build)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,ray]'
+	$(BIN)/python -m pip install -q -e '.[dev,docs,ray]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# The API reference, generated from the docstrings (mkdocs + mkdocstrings): site/index.html.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
 
 # Re-creates the shipped DNet (docs/pretrained.md): the demo's default data, the first 4,500 steps of the `cpu`
 # preset, then 1,500 steps from there with the learning rate annealed from 3e-4 (about 90 minutes on a 2-core
@@ -39,4 +43,4 @@ nip-weights: $(STAMP)
 		--set lr=3e-4 --set val_every=250 --max-epochs 1500 --export src/neuralimaging/acquisition/weights/dnet-nikon-d90
 
 clean:
-	rm -rf $(VENV) demo-output
+	rm -rf $(VENV) demo-output site

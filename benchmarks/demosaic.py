@@ -27,7 +27,7 @@ from colour_demosaicing import demosaicing_CFA_Bayer_Menon2007
 from neuralimaging.acquisition.bayer import CFA_PATTERNS, mosaic_rgb
 from neuralimaging.acquisition.demosaic import menon2007
 from neuralimaging.acquisition.isp import demosaic as isp_demosaic
-from neuralimaging.data.photos import bundled_photos, load_photo
+from neuralimaging.photos import bundled_photos, load_photo
 
 
 def timing(repeats: int, batch: int = 20, size: int = 128) -> dict[str, float]:

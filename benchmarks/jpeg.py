@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from kornia.enhance import jpeg_codec_differentiable
 
-from neuralimaging.data.photos import find_photos, load_photo
-from neuralimaging.distribution.jpeg import jpeg_compress, libjpeg_compress, psnr
+from neuralimaging.photos import find_photos, load_photo
+from neuralimaging.distribution.jpeg import jpeg_compress, libjpeg_compress
+from neuralimaging.metrics import psnr_per_image
 
 QUALITIES = (10, 30, 50, 75, 80, 90, 95)
 SUBSAMPLINGS = ("4:4:4", "4:2:0")
@@ -56,7 +57,7 @@ def fidelity(images: list[torch.Tensor]) -> list[dict[str, object]]:
                 codecs["kornia"] = lambda x: _kornia(x, quality)
             for name, codec in codecs.items():
                 with torch.no_grad():
-                    values = [float(psnr(codec(x), ref)[0]) for x, ref in zip(images, refs)]
+                    values = [float(psnr_per_image(codec(x), ref)[0]) for x, ref in zip(images, refs)]
                 rows.append(
                     {"subsampling": subsampling, "quality": quality, "codec": name,
                      "mean_psnr": statistics.fmean(values), "min_psnr": min(values)}

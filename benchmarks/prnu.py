@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from neuralimaging.acquisition.virtual_camera import synthetic_shots
-from neuralimaging.data.photos import bundled_photos, load_photo
+from neuralimaging.photos import bundled_photos, load_photo
 from neuralimaging.forensics import prnu
 
 SIZE = 1024

@@ -72,7 +72,7 @@ def _tile(photo: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray:
 
 def make_scenes(folder: Path, seed: int = 0) -> list[Path]:
     """The photo scenes (PNG, 1024x1024): ``normal_k``, ``textured_k``, ``dark_k``."""
-    from neuralimaging.data.photos import bundled_photos, load_photo
+    from neuralimaging.photos import bundled_photos, load_photo
 
     folder.mkdir(parents=True, exist_ok=True)
     photos = [load_photo(p) for p in bundled_photos()]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from neuralimaging.data.photos import bundled_photos, load_photo
+from neuralimaging.photos import bundled_photos, load_photo
 
 
 @pytest.fixture(autouse=True)

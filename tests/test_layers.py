@@ -40,15 +40,6 @@ def test_tap_gradients_equal_aten_float64(shape, channels_last):
     torch.testing.assert_close(conv2d_input_grad_by_taps(grad, weight, (h, w), p), grad_x, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("shape", SHAPES[:3])
-def test_gradcheck(shape):
-    n, c_in, c_out, h, w, k, p = shape
-    x = torch.rand(n, c_in, h, w, dtype=torch.float64, requires_grad=True)
-    weight = torch.rand(c_out, c_in, k, k, dtype=torch.float64, requires_grad=True)
-    bias = torch.rand(c_out, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b, c: _SmallConv2d.apply(a, b, c, p), (x, weight, bias))
-
-
 @pytest.mark.parametrize(("size", "k"), [(4, 3), (4, 5), (4, 1), (2, 3)])
 def test_bfloat16_autocast_path_matches_nn_conv2d(size, k, graph_ops):
     torch.manual_seed(0)

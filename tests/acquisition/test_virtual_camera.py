@@ -299,7 +299,7 @@ def test_shots_are_never_upscaled(tmp_path: Path, photo_paths, photos) -> None:
 
 
 def test_stereo_pair_is_one_scene(photo_paths) -> None:
-    from neuralimaging.data.photos import scene_of
+    from neuralimaging.photos import scene_of
 
     assert scene_of("motorcycle_left.png") == scene_of("motorcycle_right.png") == "motorcycle"
     assert scene_of("left.png") == "left" and scene_of("china.jpg") == "china"

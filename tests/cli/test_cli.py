@@ -93,3 +93,23 @@ def test_an_output_path_below_a_file_is_one_line_error(tmp_path, capsys) -> None
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("neuralimaging results: error: ") and str(blocker) in err[0]
     assert blocker.read_text() == "keep me"
+
+
+def test_verbose_shows_the_library_log(photos, tmp_path, capsys) -> None:
+    import logging
+
+    from PIL import Image
+
+    path = tmp_path / "crop.png"
+    Image.fromarray(photos[0][:32, :48].copy()).save(path)
+    line = f"DEBUG neuralimaging.io: read {path}: 48x32 pixels, 8-bit"
+    assert main(["jpeg", "compare", str(path)]) == 0
+    assert "neuralimaging.io" not in capsys.readouterr().err  # warnings only by default
+    assert main(["-v", "jpeg", "compare", str(path)]) == 0
+    assert "DEBUG" not in capsys.readouterr().err
+    assert main(["-vv", "jpeg", "compare", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert line in captured.err and "DEBUG" not in captured.out  # the log goes to stderr, output to stdout
+    assert main(["jpeg", "compare", str(path), "--verbose", "--verbose"]) == 0  # after the command too
+    assert line in capsys.readouterr().err
+    assert not [h for h in logging.getLogger("neuralimaging").handlers if not isinstance(h, logging.NullHandler)]

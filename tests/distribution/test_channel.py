@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from neuralimaging.distribution.channel import Channel, _pillow_downsample, downsample
-from neuralimaging.distribution.jpeg import jpeg_compress, psnr
+from neuralimaging.distribution.jpeg import jpeg_compress
 from neuralimaging.errors import InputError
+from neuralimaging.metrics import psnr_per_image
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_libjpeg_twin_is_close(image, method, subsampling) -> None:
     twin = twin_channel(image.requires_grad_(False))
     assert not twin.requires_grad
     # the twin rounds the down-sampled image to 8 bits before coding: close, not equal
-    assert psnr(ours, twin).mean() > 38
+    assert psnr_per_image(ours, twin).mean() > 38
 
 
 def test_bad_arguments() -> None:

@@ -14,7 +14,7 @@ from neuralimaging.acquisition import nip
 from neuralimaging.data.dataset import Dataset
 from neuralimaging.experiments.fidelity import fidelity_images
 from neuralimaging.errors import InputError
-from neuralimaging.experiments.metrics import psnr, ssim
+from neuralimaging.metrics import psnr, ssim
 from neuralimaging.experiments.rundir import RunDir
 from neuralimaging.experiments.train_nip import (
     PRESETS,

@@ -1,1 +1,9 @@
-"""The camera: from photons to RGB (RAW files, CFA handling, standard ISPs, neural imaging pipelines, virtual camera)."""
+"""The camera: from photons to RGB (RAW files, CFA handling, standard ISPs, neural imaging pipelines, virtual camera).
+
+The headline names are importable from the package (``from neuralimaging.acquisition import INet``); their
+modules are imported on first use (``lazy_loader``; the list is ``__init__.pyi``).
+"""
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

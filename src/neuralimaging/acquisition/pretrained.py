@@ -14,6 +14,7 @@ entries were made is in ``docs/pretrained.md``.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ import torch
 from neuralimaging.errors import InputError
 
 __all__ = ["PREFIX", "WEIGHTS_DIR", "names", "provenance", "weights_path", "load_state", "load", "resolve"]
+
+_log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 """Folder of the shipped weights."""
@@ -77,6 +80,8 @@ def load(name: str, device: str | torch.device = "cpu") -> torch.nn.Module:
     from neuralimaging.acquisition import nip
 
     record = provenance(name)
+    _log.info("pre-trained NIP %s: %s %s from %s", name, record["nip"], record.get("nip_options") or {},
+              weights_path(name))
     model = nip.create(record["nip"], **dict(record.get("nip_options") or {}))
     model.load_state_dict(load_state(weights_path(name)))
     return model.to(device).eval()

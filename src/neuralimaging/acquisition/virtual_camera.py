@@ -60,7 +60,7 @@ from PIL import Image
 from neuralimaging.acquisition.bayer import check_cfa, mosaic_rgb
 from neuralimaging.acquisition.dng import write_dng
 from neuralimaging.acquisition.raw import cam_to_srgb_from_xyz
-from neuralimaging.data.photos import find_photos, load_photo, scene_of
+from neuralimaging.photos import find_photos, load_photo, scene_of
 from neuralimaging.errors import InputError
 
 __all__ = [
@@ -695,7 +695,7 @@ def synthetic_shots(
     pipeline; :func:`synthesize` does the same through a sensor model.
 
     Args:
-        photos: ``uint8 (H, W, 3)`` photographs (e.g. :func:`neuralimaging.data.photos.load_photo`).
+        photos: ``uint8 (H, W, 3)`` photographs (e.g. :func:`neuralimaging.photos.load_photo`).
         k: true PRNU factor ``(S, S')``, typically ``N(0, 0.01^2)``.
         n: number of shots.
         noise: standard deviation of the additive noise (image units).

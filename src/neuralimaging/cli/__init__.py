@@ -5,6 +5,9 @@ entry in :data:`COMMANDS`; each command sets ``func`` (``args -> exit code``) on
 library raises for bad input (:class:`~neuralimaging.errors.NeuralImagingError`, missing, existing or
 forbidden files) become one line on stderr and exit code 2.
 
+``-v/--verbose`` (before or after the command) shows the library's log on stderr: info lines, and with
+``-vv`` debug lines; without it, only warnings.
+
 Only the module of the command being run is imported (:data:`COMMANDS` names them, with their one-line
 help): ``neuralimaging --help`` and ``--version`` start without torch, and a command does not pay for the
 others' libraries (colour and matplotlib, pandas, Ray).
@@ -18,7 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from neuralimaging import __version__
-from neuralimaging.cli._common import common_parent
+from neuralimaging.cli._common import add_verbose, common_parent, logging_to_stderr
 from neuralimaging.device import keep_freed_memory
 from neuralimaging.errors import NeuralImagingError
 
@@ -63,6 +66,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         description="Model and optimize the life of a photograph: acquisition, distribution and forensics.",
     )
     parser.add_argument("--version", action="version", version=f"neuralimaging {__version__}")
+    add_verbose(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = common_parent()
     wanted = None if argv is None else _requested(argv)
@@ -83,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv  # the command line, for records of how a file was made
     keep_freed_memory()
     try:
-        return int(args.func(args) or 0)
+        with logging_to_stderr(args.verbose):
+            return int(args.func(args) or 0)
     except (NeuralImagingError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
             PermissionError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def _photos(sources: list[str]) -> list[Path]:
-    from neuralimaging.data.photos import find_photos
+    from neuralimaging.photos import find_photos
 
     paths: list[Path] = []
     for source in sources:

@@ -21,7 +21,7 @@ from neuralimaging.acquisition.virtual_camera import (
 )
 from neuralimaging.cli._common import report_failures
 from neuralimaging.data.dataset import prepare
-from neuralimaging.data.photos import find_photos
+from neuralimaging.photos import find_photos
 
 __all__ = ["register", "run_cameras", "run_prepare", "run_synth"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from neuralimaging.cli._common import report_failures, run_batch
-from neuralimaging.data.photos import find_photos, load_photo
+from neuralimaging.photos import find_photos, load_photo
 from neuralimaging.device import resolve_device
 from neuralimaging.distribution.jpeg import ROUNDING_MODES, SUBSAMPLING_MODES, compare_with_libjpeg
 from neuralimaging.errors import InputError

@@ -11,7 +11,7 @@ import numpy as np
 
 from neuralimaging.cli._common import report_failures, run_batch
 from neuralimaging.data.dataset import RAW_SUFFIXES, find_raw_files
-from neuralimaging.data.photos import PHOTO_SUFFIXES, find_photos
+from neuralimaging.photos import PHOTO_SUFFIXES, find_photos
 from neuralimaging.errors import InputError
 from neuralimaging.forensics.prnu import DEFAULT_SIGMA, RAW_WEIGHTS
 

@@ -18,6 +18,7 @@ and test never see a crop of a training scene. Tune on validation; report on tes
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import time
@@ -38,6 +39,8 @@ from neuralimaging.errors import InputError, NeuralImagingError
 from neuralimaging.io import read_pixels, save_image
 
 __all__ = ["RAW_SUFFIXES", "SPLITS", "Dataset", "PrepareReport", "Sample", "find_raw_files", "prepare"]
+
+_log = logging.getLogger(__name__)
 
 RAW_SUFFIXES = (
     ".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2", ".pef",
@@ -387,6 +390,7 @@ def prepare(
 
     todo = [p for p in files if not (out / "meta" / f"{p.stem}.json").is_file()]
     skipped = [p.stem for p in files if p not in todo]
+    _log.info("%s: %d RAW files of camera %s, %d already prepared", raw_dir, len(files), camera_name, len(skipped))
     prepared: list[str] = []
     failed: list[tuple[str, str]] = []
     done = len(skipped)
@@ -396,11 +400,13 @@ def prepare(
         done += 1
         if error is None:
             prepared.append(path.stem)
+            _log.info("prepared %s (%d of %d)", path.name, done, len(files))
         else:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             if not isinstance(error, (NeuralImagingError, OSError, ValueError)):  # a bug or a library's failure
                 reason = f"{type(error).__name__}: {reason}"
             failed.append((path.name, reason))
+            _log.info("failed %s (%d of %d): %s", path.name, done, len(files), reason)
         if progress:
             progress(done, len(files), path.name, None if error is None else failed[-1][1])
 

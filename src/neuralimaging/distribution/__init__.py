@@ -1,1 +1,9 @@
-"""What happens after the shutter: manipulations, differentiable JPEG and the sharing channel."""
+"""What happens after the shutter: manipulations, differentiable JPEG and the sharing channel.
+
+The headline names are importable from the package (``from neuralimaging.distribution import
+jpeg_compress``); their modules are imported on first use (``lazy_loader``; the list is ``__init__.pyi``).
+"""
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from neuralimaging.errors import InputError
+from neuralimaging.metrics import psnr_per_image
 from neuralimaging.registry import register
 
 __all__ = [
@@ -66,7 +67,6 @@ __all__ = [
     "ycbcr_to_rgb",
     "jpeg_compress",
     "libjpeg_compress",
-    "psnr",
     "compare_with_libjpeg",
     "DifferentiableJPEG",
 ]
@@ -658,15 +658,6 @@ def libjpeg_compress(
     return out
 
 
-# --------------------------------------------------------------------------------------------- metrics
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
-    """PSNR per image in dB, ``(N, ...) -> (N,)`` (``inf`` where the images are equal)."""
-    mse = ((a.detach().double() - b.detach().double()) ** 2).flatten(1).mean(1)
-    return 10.0 * torch.log10(peak**2 / mse)
-
-
 def compare_with_libjpeg(
     x: torch.Tensor,
     quality: int | torch.Tensor = 50,
@@ -686,7 +677,7 @@ def compare_with_libjpeg(
         ours = jpeg_compress(x, quality, rounding=rounding, subsampling=subsampling)
         ref = libjpeg_compress(x, quality, subsampling=subsampling)
     max_abs = ((ours.double() - ref.double()).abs() * 255.0).flatten(1).amax(1)
-    return {"psnr": psnr(ours, ref), "max_abs": max_abs}
+    return {"psnr": psnr_per_image(ours, ref), "max_abs": max_abs}
 
 
 # ---------------------------------------------------------------------------------------------- module

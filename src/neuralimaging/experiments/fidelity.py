@@ -10,6 +10,7 @@ the paper averages over its 512x512 validation patches. See ``docs/measuring.md`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,9 +21,11 @@ import torch.nn as nn
 from neuralimaging.acquisition.nip import develop_tiled
 from neuralimaging.data.dataset import Sample
 from neuralimaging.errors import InputError
-from neuralimaging.experiments.metrics import psnr_per_image, ssim_per_image
+from neuralimaging.metrics import psnr_per_image, ssim_per_image
 
 __all__ = ["BORDER", "DEFINITION", "fidelity_images", "nip_fidelity"]
+
+_log = logging.getLogger(__name__)
 
 BORDER = 8
 """Pixels left out on every side of a developed image before comparing it with its target."""
@@ -89,6 +92,7 @@ def nip_fidelity(
             "ssim": float(ssim_per_image(rgb[inner], target[inner])[0]),
             "mse": float(((rgb[inner].double() - target[inner].double()) * 255.0).square().mean()),
         })
+        _log.debug("fidelity of %s: PSNR %.2f dB, SSIM %.4f", sample.name, rows[-1]["psnr"], rows[-1]["ssim"])
     psnr = np.array([r["psnr"] for r in rows])
     ssim = np.array([r["ssim"] for r in rows])
     finite = psnr[np.isfinite(psnr)]

@@ -22,7 +22,7 @@ from neuralimaging.acquisition.isp import develop, develop_rggb
 from neuralimaging.acquisition.nip import develop_tiled
 from neuralimaging.acquisition.raw import read_raw
 from neuralimaging.errors import InputError
-from neuralimaging.experiments.metrics import psnr, ssim
+from neuralimaging.metrics import psnr, ssim
 
 __all__ = ["compare_file", "compare_pipelines", "summarize"]
 

@@ -1,1 +1,9 @@
-"""The analyst: forensic analysis network (FAN), PRNU fingerprints and tampering localization."""
+"""The analyst: forensic analysis network (FAN), PRNU fingerprints and tampering localization.
+
+The headline names are importable from the package (``from neuralimaging.forensics import FAN``); their
+modules are imported on first use (``lazy_loader``; the list is ``__init__.pyi``).
+"""
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

@@ -1,17 +1,18 @@
-"""Image fidelity metrics, averaged per image as in the paper's tables: PSNR from torchmetrics, SSIM from kornia.
+"""Image fidelity metrics, per image or averaged over images as in the paper's tables: PSNR (torchmetrics), SSIM (kornia).
 
 Both take RGB batches ``(N, 3, H, W)`` (or ``(3, H, W)``) in [0, 1]; PSNR uses ``data_range=1`` (so it equals
 the PSNR of the [0, 255] images), SSIM the standard 11x11 Gaussian window (sigma 1.5) of Wang et al. 2004,
 averaged over the valid (unpadded) windows and the channels, like ``skimage.metrics.structural_similarity``
 with ``gaussian_weights=True, use_sample_covariance=False`` (the tests compare with it). kornia's separable
-filtering is faster on a CPU than torchmetrics' grouped convolution.
+filtering is several times faster on a CPU than torchmetrics' grouped convolution.
+
+This is the toolkit's one definition of PSNR and SSIM: NIP fidelity, the JPEG codec's comparison with libjpeg,
+benchmarks and tests all use it.
 """
 
 from __future__ import annotations
 
 import torch
-from kornia.metrics import ssim as kornia_ssim
-from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from neuralimaging.errors import InputError
 
@@ -29,13 +30,23 @@ def _batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 
 def psnr_per_image(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """PSNR in dB of each image of ``x`` against ``y``: ``(N,)`` (``inf`` for identical images)."""
+    """PSNR in dB of each image of ``x`` against ``y``: ``(N, C, H, W)`` or ``(C, H, W)`` -> ``(N,)`` float32.
+
+    ``inf`` for identical images. The mean squared error is computed in float64.
+    """
+    from torchmetrics.functional.image import peak_signal_noise_ratio  # imported on use: a heavy import
+
     x, y = _batch(x, y)
     return peak_signal_noise_ratio(x.double(), y.double(), data_range=data_range, reduction="none", dim=(1, 2, 3)).float()
 
 
 def ssim_per_image(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """SSIM of each image of ``x`` against ``y``: ``(N,)`` in [-1, 1]. Images need H, W >= 11."""
+    """SSIM of each image of ``x`` against ``y``: ``(N, C, H, W)`` or ``(C, H, W)`` -> ``(N,)`` in [-1, 1].
+
+    Images need H, W >= 11.
+    """
+    from kornia.metrics import ssim as kornia_ssim  # imported on use: a heavy import
+
     x, y = _batch(x, y)
     if min(x.shape[-2:]) < 11:
         raise InputError(f"SSIM needs images of at least 11x11 pixels, got {tuple(x.shape[-2:])}")

@@ -1,5 +1,9 @@
 """Natural RGB photographs: the ones bundled inside installed packages (offline) and user folders.
 
+The scenes the virtual camera photographs and the images analysed and compressed by the commands; both the
+camera (``acquisition``) and the datasets (``data``) use them, so they live on the ground floor. Files are
+decoded by :func:`neuralimaging.io.read_pixels`.
+
 The default photo set is what scikit-image, scikit-learn and matplotlib ship inside their wheels (nothing is
 downloaded): astronaut, chelsea, coffee, rocket, the motorcycle stereo pair (scikit-image), china and flower
 (scikit-learn), and grace_hopper (matplotlib). Graphics, microscopy and astronomy images are left out.
@@ -7,16 +11,18 @@ downloaded): astronaut, chelsea, coffee, rocket, the motorcycle stereo pair (sci
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from neuralimaging.errors import InputError
-from neuralimaging.io import MAX_PIXELS_ENV, check_pixels
+from neuralimaging.io import read_pixels
 
 __all__ = ["PHOTO_SUFFIXES", "bundled_photos", "find_photos", "load_photo", "scene_of"]
+
+_log = logging.getLogger(__name__)
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
@@ -39,10 +45,11 @@ def bundled_photos() -> list[Path]:
     found = [folder / name for folder, names in folders for name in names if (folder / name).is_file()]
     if not found:
         raise InputError("no bundled photographs found in scikit-image, scikit-learn or matplotlib")
+    _log.debug("%d bundled photographs: %s", len(found), ", ".join(p.name for p in found))
     return found
 
 
-def scene_of(photo: str | Path) -> str:
+def scene_of(photo: str | os.PathLike) -> str:
     """The scene a photo shows: its name stem, without a stereo pair's ``_left`` / ``_right`` suffix.
 
     Photos of one scene stay on one side of a train / validation / test split.
@@ -54,7 +61,7 @@ def scene_of(photo: str | Path) -> str:
     return stem
 
 
-def find_photos(source: str | Path) -> list[Path]:
+def find_photos(source: str | os.PathLike) -> list[Path]:
     """Photos of a folder (JPEG/PNG/TIFF, sorted by name), or the bundled set for ``"default"``."""
     if str(source) == "default":
         return bundled_photos()
@@ -67,19 +74,16 @@ def find_photos(source: str | Path) -> list[Path]:
     return photos
 
 
-def load_photo(path: str | Path) -> np.ndarray:
-    """Read a photo as ``uint8 (H, W, 3)`` RGB (grey is repeated, alpha dropped, 16-bit scaled down)."""
-    path = Path(path)
+def load_photo(path: str | os.PathLike) -> np.ndarray:
+    """Read a photo as ``uint8 (H, W, 3)`` RGB (grey is repeated, alpha dropped, 16-bit rounded to 8 bits).
+
+    Raises:
+        InputError: naming the file when it is not a readable image (or is larger than the pixel limit).
+    """
     try:
-        with Image.open(path) as image:  # Pillow refuses a decompression bomb here, before decoding
-            check_pixels(path, *image.size)
-            image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(image, dtype=np.float64)
-                array = np.clip(np.round(array / 257.0), 0, 255).astype(np.uint8)
-                return np.repeat(array[..., None], 3, axis=2)
-            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    except Image.DecompressionBombError as error:
-        raise InputError(f"{path}: {str(error).splitlines()[0]} (set {MAX_PIXELS_ENV} to allow larger images)") from None
-    except (OSError, ValueError) as error:
-        raise InputError(f"{path}: not a readable photo ({error})") from error
+        pixels = read_pixels(path)
+    except InputError as error:  # the toolkit's words for a photo
+        raise InputError(str(error).replace("not a readable image", "not a readable photo", 1)) from error
+    if pixels.dtype == np.uint16:
+        return np.round(pixels / 257.0).astype(np.uint8)
+    return pixels if pixels.flags.writeable else pixels.copy()

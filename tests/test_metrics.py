@@ -8,7 +8,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from neuralimaging.errors import InputError
-from neuralimaging.experiments.metrics import psnr, psnr_per_image, ssim, ssim_per_image
+from neuralimaging.metrics import psnr, psnr_per_image, ssim, ssim_per_image
 
 
 @pytest.mark.parametrize("noise", [0.01, 0.1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neuralimaging.data.photos import find_photos, load_photo
+from neuralimaging.photos import find_photos, load_photo
 from neuralimaging.errors import InputError
 
 
