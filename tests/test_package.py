@@ -36,6 +36,9 @@ def test_every_exported_name_resolves_to_its_module_object(package: str) -> None
     names, origin = _stub(package)
     assert sorted(module.__all__) == sorted(names)  # the stub type checkers read agrees
     assert set(module.__all__) <= set(dir(module))
+    submodules = {p.stem for p in Path(module.__file__).parent.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
+    shadowing = [n for n in module.__all__ if n in submodules and origin[n] != ""]
+    assert not shadowing, f"{package}: re-exports that hide a submodule of the same name: {shadowing}"
     for name in module.__all__:
         value = getattr(module, name)
         if name == "__version__":

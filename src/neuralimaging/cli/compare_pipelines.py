@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
-    from neuralimaging.experiments.nip_fidelity import STANDARD, compare_file, summarize
+    from neuralimaging.experiments.pipeline_fidelity import STANDARD, compare_file, summarize
     from neuralimaging.experiments.train_nip import load_nip
 
     pipelines = [] if args.pipelines.strip().lower() == "none" else [p.strip() for p in args.pipelines.split(",") if p.strip()]

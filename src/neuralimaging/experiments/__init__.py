@@ -1,6 +1,6 @@
 """Wiring and running: NIP pre-training, joint NIP+FAN optimization, sweeps, results, figures and reports.
 
-The headline names are importable from the package (``from neuralimaging.experiments import train_nip``);
+The headline names are importable from the package (``from neuralimaging.experiments import run_demo``; the trainers from their modules, e.g. ``from neuralimaging.experiments.train_nip import train_nip``);
 their modules are imported on first use (``lazy_loader``; the list is ``__init__.pyi``), so a command pays
 only for the libraries it uses.
 """

@@ -2,8 +2,6 @@ from .demo import run_demo
 from .fidelity import nip_fidelity
 from .report import write_report
 from .results import collect
-from .train_manipulation import train_manipulation
-from .train_nip import train_nip
 from .workflow import Workflow, build_workflow
 
 __all__ = [
@@ -12,7 +10,5 @@ __all__ = [
     "collect",
     "nip_fidelity",
     "run_demo",
-    "train_manipulation",
-    "train_nip",
     "write_report",
 ]
