@@ -60,6 +60,19 @@ def tiny_nip_run(tmp_path_factory, tiny_dataset):
 
 
 @pytest.fixture(scope="session")
+def tiny_fan_run(tiny_dataset, tiny_nip_run, tmp_path_factory):
+    """An F run of 4 steps on the tiny dataset: 16x16 RAW patches, so the FAN sees 16x16 windows."""
+    from neuralimaging.experiments.train_manipulation import train_manipulation
+
+    out = tmp_path_factory.mktemp("tiny-fan") / "f"
+    config = {"data": str(tiny_dataset), "nip_run": str(tiny_nip_run), "preset": "quick", "train": "fan",
+              "patch": 16, "batch": 4, "epochs": 4, "validate_every": 4, "checkpoint_every": 4,
+              "val_patches": 4, "val_batch": 8, "lr": 1e-3}
+    train_manipulation(config, out, device="cpu", progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_sweep_runs(tiny_dataset, tmp_path_factory):
     """A real three-stage sweep, run once: NIP pre-training (INet), F and F+N manipulation runs at one
     lambda_nip with two repetitions each (on the pre-trained NIP), and one run that fails for real (its

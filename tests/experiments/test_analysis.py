@@ -26,18 +26,6 @@ from neuralimaging.experiments.analysis import (
     window_log_probs,
 )
 from neuralimaging.experiments.rundir import RunDir, config_hash
-from neuralimaging.experiments.train_manipulation import train_manipulation
-
-
-@pytest.fixture(scope="session")
-def tiny_fan_run(tiny_dataset, tiny_nip_run, tmp_path_factory):
-    """An F run of 4 steps on the tiny dataset: 16x16 RAW patches, so the FAN sees 16x16 windows."""
-    out = tmp_path_factory.mktemp("tiny-fan") / "f"
-    config = {"data": str(tiny_dataset), "nip_run": str(tiny_nip_run), "preset": "quick", "train": "fan",
-              "patch": 16, "batch": 4, "epochs": 4, "validate_every": 4, "checkpoint_every": 4,
-              "val_patches": 4, "val_batch": 8, "lr": 1e-3}
-    train_manipulation(config, out, device="cpu", progress=False)
-    return out
 
 
 @pytest.fixture

@@ -22,17 +22,7 @@ from neuralimaging.experiments.analysis_eval import (
     roc_auc,
     shared_photos,
 )
-from neuralimaging.experiments.train_manipulation import _channel_twin, load_workflow, train_manipulation
-
-
-@pytest.fixture(scope="module")
-def fan_run(tiny_dataset, tiny_nip_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval-fan") / "f"
-    config = {"data": str(tiny_dataset), "nip_run": str(tiny_nip_run), "preset": "quick", "train": "fan",
-              "patch": 16, "batch": 4, "epochs": 4, "validate_every": 4, "checkpoint_every": 4,
-              "val_patches": 4, "val_batch": 8, "lr": 1e-3}
-    train_manipulation(config, out, device="cpu", progress=False)
-    return out
+from neuralimaging.experiments.train_manipulation import _channel_twin, load_workflow
 
 
 class TestFigures:
@@ -66,12 +56,12 @@ class TestFigures:
 
 
 class TestPhotos:
-    def test_native_is_the_shared_development_and_regions_are_sized(self, fan_run) -> None:
+    def test_native_is_the_shared_development_and_regions_are_sized(self, tiny_fan_run) -> None:
         from neuralimaging.acquisition.nip import develop_tiled
         from neuralimaging.io import to_uint
 
         channel = _channel_twin("down:2,jpeg:50", "libjpeg", None)
-        workflow, config = load_workflow(fan_run, channel=channel)
+        workflow, config = load_workflow(tiny_fan_run, channel=channel)
         samples = Dataset.load(config["data"]).test
         photos = list(shared_photos(workflow, samples, seed=3))
         assert len(photos) == len(samples) * 5
@@ -93,8 +83,8 @@ class TestPhotos:
                 near = np.convolve(photo.mask.any(1), np.ones(17), "same") > 0
                 np.testing.assert_array_equal(photo.pixels[~near], native.pixels[~near])
 
-    def test_same_seed_same_photos(self, fan_run) -> None:
-        workflow, config = load_workflow(fan_run, channel=_channel_twin("down:2,jpeg:50", "libjpeg", None))
+    def test_same_seed_same_photos(self, tiny_fan_run) -> None:
+        workflow, config = load_workflow(tiny_fan_run, channel=_channel_twin("down:2,jpeg:50", "libjpeg", None))
         samples = Dataset.load(config["data"]).test[:1]
         a = [p.mask for p in shared_photos(workflow, samples, seed=5)]
         b = [p.mask for p in shared_photos(workflow, samples, seed=5)]
@@ -122,8 +112,8 @@ class TestSplits:
             resolve_images(tiny_dataset, [])
 
 
-def test_evaluate_analysis(fan_run, tmp_path) -> None:
-    result = evaluate_analysis(fan_run, "test", examples=1, examples_dir=tmp_path / "ex")
+def test_evaluate_analysis(tiny_fan_run, tmp_path) -> None:
+    result = evaluate_analysis(tiny_fan_run, "test", examples=1, examples_dir=tmp_path / "ex")
     assert result["split"] == "test" and result["calibration_split"] == "val"
     assert (result["patch"], result["stride"]) == (16, 8)
     assert result["channel"] == "down:2,jpeg:50,codec:libjpeg"
@@ -140,18 +130,18 @@ def test_evaluate_analysis(fan_run, tmp_path) -> None:
     names = sorted(p.name for p in (tmp_path / "ex").iterdir())
     assert len(names) == 10 and sum(n.endswith("_overlay.png") for n in names) == 5
     # the calibration of the CLI is the evaluation's (same photos: seed 1 on the validation split)
-    fitted = fit_run_calibration(fan_run, "val")
+    fitted = fit_run_calibration(tiny_fan_run, "val")
     assert fitted.temperature == pytest.approx(result["aggregations"]["mixture"]["calibration"]["temperature"])
-    assert load_analyzer(fan_run, calibration=fitted).calibration is fitted
+    assert load_analyzer(tiny_fan_run, calibration=fitted).calibration is fitted
 
 
-def test_example_overlays(fan_run) -> None:
+def test_example_overlays(tiny_fan_run) -> None:
     import io
 
     from PIL import Image
 
-    overlays = example_overlays(fan_run, "val", count=1, seed=2)
-    workflow, config = load_workflow(fan_run, channel=_channel_twin("down:2,jpeg:50", "libjpeg", None))
+    overlays = example_overlays(tiny_fan_run, "val", count=1, seed=2)
+    workflow, config = load_workflow(tiny_fan_run, channel=_channel_twin("down:2,jpeg:50", "libjpeg", None))
     sample = sorted(Dataset.load(config["data"]).val, key=lambda s: s.name)[0]
     photos = list(shared_photos(workflow, [sample], seed=2))
     assert [name for name, _, _ in overlays] == [p.name for p in photos]
@@ -161,4 +151,4 @@ def test_example_overlays(fan_run) -> None:
         truth = workflow.class_names[photo.label]
         assert f"true {truth}" in caption and ("region" in caption) == bool(photo.label)
     with pytest.raises(InputError, match="count must be at least 1, got 0"):
-        example_overlays(fan_run, count=0)
+        example_overlays(tiny_fan_run, count=0)
