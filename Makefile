@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow docs venv clean nip-weights
+.PHONY: demo test test-slow test-cluster docs venv clean nip-weights
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# Sweeps on a real two-node Ray cluster on this machine (a worker node lost mid-run, the driver lost): minutes.
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow tests/experiments/test_sweep_cluster.py
 
 # The API reference, generated from the docstrings (mkdocs + mkdocstrings): site/index.html.
 docs: $(STAMP)

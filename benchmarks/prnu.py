@@ -11,7 +11,8 @@ Quality (correlation of the estimated with the true K):
   (the setting of prnu-python's published 0.952), next to the oracle that knows the clean X
   (``W = Y - X``: the best any denoiser can do on these images) and the denoiser's content leak (the
   fingerprint of the clean shots);
-- virtual-camera DNGs (:mod:`neuralimaging.acquisition.virtual_camera`, nikon-d90 at 1024x1024) developed
+- virtual-camera DNGs (:mod:`neuralimaging.acquisition.virtual_camera`, nikon-d90 at 296x296, the largest square the
+  bundled photos fill without upscaling) developed
   with the python ISP: PRNU on the Bayer mosaic, demosaiced, gamma; compared with the true K and with K as
   the ISP passes it on (a flat grey mosaic developed with and without ``1 + K``); plus PCE against 10 other
   shots of the camera and 10 shots of another camera;
@@ -54,6 +55,9 @@ from neuralimaging.photos import bundled_photos, load_photo
 from neuralimaging.forensics import prnu
 
 SIZE = 1024
+VIRTUAL_SIZE = 296
+"""Sensor side of the virtual-camera parts: the largest even square every bundled photo fills without being
+upscaled (the smallest, chelsea, is 300 pixels high); the virtual camera never resamples a photo."""
 
 
 def _timed(fn, repeats: int) -> list[float]:
@@ -114,7 +118,7 @@ def virtual(n_fingerprint: int = 30) -> dict:
     from neuralimaging.acquisition.isp import develop, develop_mosaic
     from neuralimaging.acquisition.virtual_camera import CAMERAS, synthesize
 
-    size = (SIZE, SIZE)
+    size = (VIRTUAL_SIZE, VIRTUAL_SIZE)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         paths = synthesize("default", "nikon-d90", Path(tmp) / "a", shots_per_photo=5, seed=0, size=size)
@@ -156,19 +160,20 @@ def virtual(n_fingerprint: int = 30) -> dict:
 
 def virtual_oracle(counts: tuple[int, ...] = (30, 90)) -> dict:
     """Ceilings for the virtual camera: ML estimates of K from the noise alone, on the mosaic."""
-    from neuralimaging.acquisition.virtual_camera import CAMERAS, _fit_to_sensor, unprocess
+    from neuralimaging.acquisition.virtual_camera import CAMERAS, _frame, unprocess
 
-    camera = CAMERAS["nikon-d90"].with_size((SIZE, SIZE))
+    size = (VIRTUAL_SIZE, VIRTUAL_SIZE)
+    camera = CAMERAS["nikon-d90"].with_size(size)
     truth = camera.prnu()
     photos = [load_photo(p) for p in bundled_photos()]
     scale = camera.white_level - camera.black_level
-    sums = {name: [np.zeros((SIZE, SIZE)), np.zeros((SIZE, SIZE))] for name in ("plain", "noise_weighted")}
+    sums = {name: [np.zeros(size), np.zeros(size)] for name in ("plain", "noise_weighted")}
     out: dict = {}
     mean_signal = []
     for n in range(max(counts)):
         photo, shot = n % len(photos), n // len(photos)
         rng = np.random.default_rng([0, photo, shot])  # framed and drawn as synthesize(seed=0) does
-        rgb, _ = _fit_to_sensor(photos[photo], camera.size, rng)
+        rgb, _ = _frame(photos[photo], camera.size, rng, exact=True)
         state = rng.bit_generator.state
         noisy, info = unprocess(rgb, camera, rng, prnu=truth)
         rng.bit_generator.state = state
@@ -191,7 +196,7 @@ def raw_domain(n_fingerprint: int = 30, repeats: int = 3) -> dict:
     from neuralimaging.acquisition.isp import develop
     from neuralimaging.acquisition.virtual_camera import CAMERAS, synthesize, synthesize_flat_fields
 
-    size = (SIZE, SIZE)
+    size = (VIRTUAL_SIZE, VIRTUAL_SIZE)
     truth = CAMERAS["nikon-d90"].with_size(size).prnu()
     out: dict = {"fingerprint_images": n_fingerprint}
     with tempfile.TemporaryDirectory() as tmp:

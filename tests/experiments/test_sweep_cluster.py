@@ -70,7 +70,7 @@ def cluster(tmp_path, monkeypatch):
     worker = cluster.add_node(num_cpus=1, resources={"worker": 1}, metrics_agent_port=_free_port())
     cluster.wait_for_nodes()
     try:
-        yield cluster, cluster.head_node.unique_id, worker
+        yield cluster, cluster.head_node.node_id, worker
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -118,7 +118,7 @@ def test_lost_worker_node_run_is_retried_and_resumes(cluster, tiny_dataset, tmp_
 
     driver = threading.Thread(target=drive)
     driver.start()
-    killed = _wait_until(lambda: _checkpointed_on(store, worker.unique_id), 240, "a checkpointed run on the worker")
+    killed = _wait_until(lambda: _checkpointed_on(store, worker.node_id), 240, "a checkpointed run on the worker")
     cluster.remove_node(worker)  # the worker node dies mid-run
     driver.join(timeout=400)
     assert not driver.is_alive()
@@ -132,7 +132,7 @@ def test_lost_worker_node_run_is_retried_and_resumes(cluster, tiny_dataset, tmp_
     assert _steps(runs / killed) == EXPECTED  # metrics go on from the checkpoint: no step twice
     assert RunDir(runs / killed).read_summary()["steps"] == EPOCHS
     # the worker node ran it in its own folder; the driver got it only through storage
-    node_disk = next(p for p in (tmp_path / "node-disks").rglob(worker.unique_id))
+    node_disk = next(p for p in (tmp_path / "node-disks").rglob(worker.node_id))
     assert (node_disk / killed / "config.yaml").is_file()
     assert f"nip_run: {store.uri}/pre/inet/000" in store.read_bytes(f"{killed}/config.yaml").decode()
     assert RunDir(runs / killed).read_config()["nip_run"] == str(runs / "pre/inet/000")
