@@ -64,6 +64,7 @@ def cluster(tmp_path, monkeypatch):
 
     monkeypatch.setenv(st.STAGING_ENV, str(tmp_path / "node-disks"))  # under it, one folder per node id
     monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
+    monkeypatch.setenv("RAY_worker_niceness", "0")  # Ray's default 15 starves the runs on a busy machine
     cluster = Cluster(initialize_head=True, connect=False,
                       head_node_args={"num_cpus": 1, "include_dashboard": False, "resources": {"head": 1},
                                       "metrics_agent_port": _free_port()})
