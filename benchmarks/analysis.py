@@ -9,6 +9,7 @@ figures (JSON) and a few example overlays to ``--out``.
 
     python benchmarks/analysis.py RUN_F RUN_FN --out /tmp/analysis             # e.g. make demo's two runs
     python benchmarks/analysis.py RUN_F RUN_FN --out /tmp/analysis --limit 8   # fewer images, faster
+    python benchmarks/analysis.py RUN_F RUN_FN --out /tmp/a --no-offsets --calibration-split val   # temperature on val
     python benchmarks/analysis.py --big 6000x4000 RUN_FN --out /tmp/analysis   # time and memory of one big photo
     python benchmarks/analysis.py --big 6000x4000 --stride 32 RUN_FN --out /tmp/analysis   # 4x fewer windows
 """
@@ -37,7 +38,8 @@ def _row(label: str, evaluation: dict, figures: dict, patch_accuracy: float) -> 
     )
 
 
-def evaluate_runs(runs: list[str], out: Path, limit: int | None, examples: int) -> dict:
+def evaluate_runs(runs: list[str], out: Path, limit: int | None, examples: int, calibration_split: str = "train",
+                  offsets: bool = True) -> dict:
     from neuralimaging.experiments.analysis_eval import evaluate_analysis
     from neuralimaging.experiments.train_manipulation import evaluate
 
@@ -50,7 +52,8 @@ def evaluate_runs(runs: list[str], out: Path, limit: int | None, examples: int) 
     for run in runs:
         start = time.perf_counter()
         name = Path(run).parent.name if Path(run).name.isdigit() else Path(run).name
-        evaluation = evaluate_analysis(run, "test", limit=limit, examples=examples, examples_dir=out / f"examples-{name}")
+        evaluation = evaluate_analysis(run, "test", limit=limit, examples=examples, examples_dir=out / f"examples-{name}",
+                                       calibration_images=calibration_split, offsets=offsets)
         patch = evaluate(run, codec="libjpeg", split=evaluation["split"], fidelity=False)
         evaluation["patch_level"] = {k: patch[k] for k in ("accuracy", "accuracy_se", "per_class", "n", "split", "codec")}
         evaluation["wall_time_s"] = time.perf_counter() - start
@@ -93,6 +96,10 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="folder for results.json and example overlays")
     parser.add_argument("--limit", type=int, default=None, help="at most this many images per split")
     parser.add_argument("--examples", type=int, default=2, help="test images whose photos and overlays are kept")
+    parser.add_argument("--calibration-split", default="train", choices=("val", "train"),
+                        help="images the confidence is fitted on (default: train)")
+    parser.add_argument("--no-offsets", dest="offsets", action="store_false",
+                        help="fit the temperature alone, without per-class offsets")
     parser.add_argument("--big", default=None, metavar="HxW", help="only time one synthetic photo of this size")
     parser.add_argument("--batch", type=int, default=256, help="windows per FAN pass (--big)")
     parser.add_argument("--stride", type=int, default=None, help="window stride (--big; default: the run's)")
@@ -105,7 +112,7 @@ def main() -> None:
         figures = {"machine": machine, "big": big_photo(args.runs[0], args.big, args.batch, args.stride)}
         (out / "big.json").write_text(json.dumps(figures, indent=1))
         return
-    results = evaluate_runs(args.runs, out, args.limit, args.examples)
+    results = evaluate_runs(args.runs, out, args.limit, args.examples, args.calibration_split, args.offsets)
     (out / "results.json").write_text(json.dumps({"machine": machine, "runs": results}, indent=1))
 
 

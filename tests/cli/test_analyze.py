@@ -77,7 +77,8 @@ def test_calibrate_then_use_it(run_dir, jpegs, tmp_path, capsys) -> None:
     cal = tmp_path / "cal"
     assert main(["analyze", "--calibrate", "--model", str(run_dir), "--out", str(cal), "--device", "cpu"]) == 0
     data = json.loads((cal / "calibration.json").read_text())
-    assert data["temperature"] > 0 and "val split" in data["fitted"]
+    assert data["temperature"] > 0 and "train split" in data["fitted"]
+    assert len(data["bias"]) == 5 and data["bias"][0] == 0.0
     assert [p.name for p in cal.iterdir()] == ["calibration.json"]
     capsys.readouterr()
     assert main(["analyze", str(jpegs[1]), "--model", str(run_dir), "--out", str(tmp_path / "out"), "--json",

@@ -184,6 +184,46 @@ class TestDecision:
         worse = -np.log(posterior(evidence, 1.0)[np.arange(4000), labels]).mean()
         assert fitted.nll < worse
 
+    def test_fit_recovers_class_offsets(self) -> None:
+        rng = np.random.default_rng(1)
+        evidence = rng.normal(0.0, 3.0, size=(4000, 4))
+        evidence[:, 0] = 0.0
+        truth = [0.0, -1.5, 0.5, 1.0]
+        labels = np.array([rng.choice(4, p=row) for row in posterior(evidence, 0.4, truth)])
+        fitted = fit_calibration(evidence, labels, bias=True)
+        assert fitted.temperature == pytest.approx(0.4, rel=0.1)
+        np.testing.assert_allclose(fitted.bias, truth, atol=0.25)
+        assert fitted.bias[0] == 0.0
+        plain = fit_calibration(evidence, labels)
+        assert plain.bias is None and fitted.nll < plain.nll
+
+    def test_offsets_let_pristine_photos_be_decided_native(self) -> None:
+        # The mixture's evidence for a manipulation is positive on pristine photos too (misread windows add up):
+        # with the temperature alone no pristine photo is decided native; the fitted offsets correct for it.
+        rng = np.random.default_rng(2)
+        n = 200
+        labels = np.repeat([0, 1, 2], n)
+        evidence = np.zeros((3 * n, 3))
+        evidence[:, 1:] = rng.normal(4.0, 1.0, size=(3 * n, 2))  # what pristine photos show
+        evidence[labels == 1, 1] += 6.0
+        evidence[labels == 2, 2] += 6.0
+        plain = fit_calibration(evidence, labels)
+        fitted = fit_calibration(evidence, labels, bias=True)
+        assert (plain.probabilities(evidence)[labels == 0].argmax(1) == 0).mean() == 0.0
+        decided = fitted.probabilities(evidence).argmax(1)
+        assert (decided[labels == 0] == 0).mean() > 0.8
+        assert (decided == labels).mean() > 0.9
+
+    def test_calibration_rejects_bad_offsets(self, tmp_path) -> None:
+        with pytest.raises(InputError, match="bias"):
+            Calibration(bias=[0.5, 1.0])
+        with pytest.raises(InputError, match="bias"):
+            Calibration(bias=[0.0, float("nan")])
+        with pytest.raises(InputError, match="3 classes"):
+            posterior(np.zeros((2, 2)), 1.0, [0.0, 1.0, 2.0])
+        path = save_calibration(tmp_path / "c.json", Calibration(bias=[0.0, -1.0, 2.5]))
+        assert load_calibration(path).bias == [0.0, -1.0, 2.5]
+
     def test_fit_needs_matching_labels(self) -> None:
         with pytest.raises(InputError, match="fit_calibration"):
             fit_calibration(np.zeros((3, 2)), [0, 1])

@@ -114,7 +114,7 @@ class TestSplits:
 
 def test_evaluate_analysis(tiny_fan_run, tmp_path) -> None:
     result = evaluate_analysis(tiny_fan_run, "test", examples=1, examples_dir=tmp_path / "ex")
-    assert result["split"] == "test" and result["calibration_split"] == "val"
+    assert result["split"] == "test" and result["calibration_split"] == "train"
     assert (result["patch"], result["stride"]) == (16, 8)
     assert result["channel"] == "down:2,jpeg:50,codec:libjpeg"
     for aggregation in ("mixture", "mean"):
@@ -126,12 +126,14 @@ def test_evaluate_analysis(tiny_fan_run, tmp_path) -> None:
         assert figures["localization"]["photos"] == result["images"] * 4
         assert 0.0 <= figures["localization"]["auc"] <= 1.0
         assert figures["calibration"]["aggregation"] == aggregation
-        assert "val split" in figures["calibration"]["fitted"]
+        assert "train split" in figures["calibration"]["fitted"]
+        assert len(figures["calibration"]["bias"]) == 5
     names = sorted(p.name for p in (tmp_path / "ex").iterdir())
     assert len(names) == 10 and sum(n.endswith("_overlay.png") for n in names) == 5
-    # the calibration of the CLI is the evaluation's (same photos: seed 1 on the validation split)
-    fitted = fit_run_calibration(tiny_fan_run, "val")
+    # the calibration of the CLI is the evaluation's (same photos: seed 1 on the training split)
+    fitted = fit_run_calibration(tiny_fan_run)
     assert fitted.temperature == pytest.approx(result["aggregations"]["mixture"]["calibration"]["temperature"])
+    assert fitted.bias == pytest.approx(result["aggregations"]["mixture"]["calibration"]["bias"])
     assert load_analyzer(tiny_fan_run, calibration=fitted).calibration is fitted
 
 

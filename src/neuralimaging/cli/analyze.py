@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
             "writes DIR/<stem>.npz (class-probability map per stride x stride cell, window log-posteriors, "
             "image-level posterior) and DIR/<stem>_overlay.png, and prints the image-level decision: native, or "
             "a region manipulated with one class, with its confidence (docs/analysis.md). With --calibrate, "
-            "fits the confidence's temperature on photos made from the run's validation images instead and "
-            "writes DIR/calibration.json. Bad files are reported and skipped (exit code 1)."
+            "fits the confidence's temperature and per-class offsets on photos made from the run's training "
+            "images instead and writes DIR/calibration.json. Bad files are reported and skipped (exit code 1)."
         ),
     )
     parser.add_argument("photos", nargs="*", metavar="PHOTO", help="photos (JPEG/PNG/TIFF) or folders of them")
@@ -38,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--calibrate", action="store_true",
                         help="fit the confidence on the run's own images (needs its dataset and NIP run) and write "
                         "DIR/calibration.json; takes no photos")
-    parser.add_argument("--split", default="val", choices=("val", "train", "test"),
-                        help="--calibrate: images to fit on (default: val)")
+    parser.add_argument("--split", default="train", choices=("val", "train", "test"),
+                        help="--calibrate: images to fit on (default: train)")
     parser.set_defaults(func=run)
 
 
@@ -61,7 +61,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise InputError("--calibrate takes no photos: it makes its own from the run's images")
     calibration = fit_run_calibration(args.model, args.split, stride=args.stride, batch=args.batch, device=args.device)
     path = save_calibration(Path(args.out) / "calibration.json", calibration)
-    print(f"temperature {calibration.temperature:.4g} ({calibration.fitted}; mean NLL {calibration.nll:.3f}) -> {path}")
+    offsets = "" if calibration.bias is None else ", class offsets " + " ".join(f"{b:+.2f}" for b in calibration.bias[1:])
+    print(f"temperature {calibration.temperature:.4g}{offsets} ({calibration.fitted}; mean NLL {calibration.nll:.3f}) -> {path}")
     return 0
 
 

@@ -44,6 +44,7 @@ from neuralimaging.experiments.rundir import RunDir, atomic_write_bytes, atomic_
 
 __all__ = [
     "AGGREGATIONS",
+    "BIAS_BOUND",
     "DEFAULT_TEMPERATURE",
     "REGION_PRIOR",
     "SMOOTHING",
@@ -76,6 +77,10 @@ SMOOTHING = 0.01
 """Each window posterior is mixed with the uniform distribution by this weight before taking logarithms, so
 that no single over-confident window can decide a photo (a log ratio is bounded by ``log(1 + C / 0.01)``)."""
 
+BIAS_BOUND = 20.0
+"""Largest magnitude of a fitted per-class offset (log-odds): a class the fitting photos never show cannot
+drift without bound."""
+
 DEFAULT_TEMPERATURE = 0.30
 """Evidence temperature used without a calibration file (fitted on the validation photos of the demo's F+N
 run; ``docs/analysis.md``). A run's own calibration (:func:`fit_calibration`) should replace it."""
@@ -102,6 +107,8 @@ class Calibration:
         fitted: where the temperature comes from (``"default"`` or a description of the photos it was fitted on).
         run_hash: config hash of the run it was fitted for (None for the default).
         nll: mean negative log-likelihood of the image-level decisions on the fitting photos (None if unknown).
+        bias: per-class offsets added after the temperature, ``native`` first and 0 (None: all 0): the prior
+            log-odds of each hypothesis against native, as fitted (:func:`fit_calibration`).
     """
 
     temperature: float = DEFAULT_TEMPERATURE
@@ -111,6 +118,7 @@ class Calibration:
     fitted: str = "default"
     run_hash: str | None = None
     nll: float | None = None
+    bias: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -121,6 +129,15 @@ class Calibration:
             raise InputError(f"region prior must be in (0, 1), got {self.region_prior!r}")
         if not 0.0 < self.smoothing < 1.0:
             raise InputError(f"smoothing must be in (0, 1), got {self.smoothing!r}")
+        if self.bias is not None:
+            values = np.asarray(self.bias, dtype=np.float64)
+            if values.ndim != 1 or len(values) < 2 or not np.isfinite(values).all() or values[0] != 0.0:
+                raise InputError(f"calibration bias must be a list of finite numbers, native's (first) 0, got {self.bias!r}")
+            self.bias = [float(v) for v in values]
+
+    def probabilities(self, evidence: np.ndarray) -> np.ndarray:
+        """The image-level posterior of :func:`class_evidence` values ``(..., C)``: :func:`posterior`."""
+        return posterior(evidence, self.temperature, self.bias)
 
 
 def save_calibration(path: str | os.PathLike[str], calibration: Calibration) -> Path:
@@ -349,9 +366,13 @@ def class_evidence(log_probs: np.ndarray, calibration: Calibration, overlap: flo
     return evidence
 
 
-def posterior(evidence: np.ndarray, temperature: float) -> np.ndarray:
-    """Softmax of ``temperature * evidence`` over the last axis (equal prior odds of the classes)."""
+def posterior(evidence: np.ndarray, temperature: float, bias: Sequence[float] | None = None) -> np.ndarray:
+    """Softmax of ``temperature * evidence + bias`` over the last axis (``bias`` None: equal prior odds)."""
     z = temperature * np.asarray(evidence, dtype=np.float64)
+    if bias is not None:
+        if len(bias) != z.shape[-1]:
+            raise InputError(f"calibration bias has {len(bias)} classes, the evidence {z.shape[-1]}")
+        z = z + np.asarray(bias, dtype=np.float64)
     z = z - z.max(axis=-1, keepdims=True)
     p = np.exp(z)
     return p / p.sum(axis=-1, keepdims=True)
@@ -364,8 +385,14 @@ def fit_calibration(
     aggregation: str = "mixture",
     fitted: str = "",
     run_hash: str | None = None,
+    bias: bool = False,
 ) -> Calibration:
-    """Temperature scaling (Guo et al., "On calibration of modern neural networks", 2017) of the evidence.
+    """Temperature scaling of the evidence (Guo et al., "On calibration of modern neural networks", 2017),
+    with per-class offsets (their "vector scaling" with one shared scale).
+
+    The offsets are the prior log-odds of each manipulation against ``native``: the mixture's evidence sums
+    one bounded term per window, so on a pristine photo the windows a FAN misreads add up to evidence for
+    some manipulation; the offsets learn how much of it pristine photos show.
 
     Args:
         evidence: ``(N, C)`` :func:`class_evidence` of N photos (computed with ``aggregation``).
@@ -373,24 +400,36 @@ def fit_calibration(
         aggregation: the aggregation the evidence was computed with.
         fitted: what the photos were (recorded in the calibration).
         run_hash: config hash of the run.
+        bias: fit the offsets too (default: the temperature alone, equal prior odds; offsets fitted on a
+            few photos of one scene do not carry to others, ``docs/analysis.md``).
 
     Returns:
-        The calibration whose temperature minimizes the mean negative log-likelihood of the true classes.
+        The calibration whose temperature (and offsets) minimize the mean negative log-likelihood of the true
+        classes.
     """
-    from scipy.optimize import minimize_scalar
+    from scipy.optimize import minimize, minimize_scalar
 
     e = np.asarray(evidence, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
     if e.ndim != 2 or e.shape[0] != y.shape[0] or e.shape[0] < 2:
         raise InputError(f"fit_calibration: need (N, C) evidence and N labels with N >= 2, got {e.shape} and {y.shape}")
+    rows = np.arange(len(y))
 
-    def nll(log_t: float) -> float:
-        p = posterior(e, math.exp(log_t))
-        return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-300, None)).mean())
+    def nll(log_t: float, offsets: np.ndarray | None = None) -> float:
+        p = posterior(e, math.exp(log_t), None if offsets is None else np.concatenate([[0.0], offsets]))
+        return float(-np.log(np.clip(p[rows, y], 1e-300, None)).mean())
 
-    best = minimize_scalar(nll, bounds=(math.log(1e-6), math.log(1e3)), method="bounded", options={"xatol": 1e-4})
-    return Calibration(temperature=float(math.exp(best.x)), aggregation=aggregation, fitted=fitted,
-                       run_hash=run_hash, nll=float(best.fun))
+    log_t_bounds = (math.log(1e-6), math.log(1e3))
+    best = minimize_scalar(nll, bounds=log_t_bounds, method="bounded", options={"xatol": 1e-4})
+    log_t, loss, offsets = float(best.x), float(best.fun), None
+    if bias:
+        start = np.concatenate([[log_t], np.zeros(e.shape[1] - 1)])
+        bounds = [log_t_bounds] + [(-BIAS_BOUND, BIAS_BOUND)] * (e.shape[1] - 1)
+        joint = minimize(lambda v: nll(v[0], v[1:]), start, method="L-BFGS-B", bounds=bounds)
+        if float(joint.fun) <= loss:
+            log_t, loss, offsets = float(joint.x[0]), float(joint.fun), [0.0, *map(float, joint.x[1:])]
+    return Calibration(temperature=math.exp(log_t), aggregation=aggregation, fitted=fitted, run_hash=run_hash,
+                       nll=loss, bias=offsets)
 
 
 # -------------------------------------------------------------------------------------------- a photo
@@ -464,7 +503,7 @@ def analyze_photo(analyzer: Analyzer, pixels: np.ndarray, *, batch: int = 256) -
     log_probs = window_log_probs(analyzer, pixels, batch=batch)
     calibration = analyzer.calibration
     evidence = class_evidence(log_probs, calibration, analyzer.overlap)
-    probabilities = posterior(evidence, calibration.temperature)
+    probabilities = calibration.probabilities(evidence)
     best = int(np.argmax(probabilities))
     shape = (int(pixels.shape[0]), int(pixels.shape[1]))
     cells = cell_map(np.exp(log_probs), shape, analyzer.patch, analyzer.stride)

@@ -12,7 +12,8 @@ Figures (definitions in ``docs/analysis.md``): image-level accuracy over the C-w
 manipulated, negative log-likelihood and expected calibration error of the confidence, the window-level
 accuracy inside the photos (windows wholly inside or outside the region), and localization on the
 manipulated photos: pixel-level ROC AUC of ``P(manipulated)``, F1 and IoU of the map thresholded at 0.5, and
-the best F1 over thresholds. The temperature is fitted on photos of another split (validation by default).
+the best F1 over thresholds. The temperature and per-class offsets are fitted on photos of another split (the
+training split by default).
 
     >>> result = evaluate_analysis("runs/fn", images="test")   # doctest: +SKIP
     >>> result["aggregations"]["mixture"]["accuracy"]          # doctest: +SKIP
@@ -42,7 +43,6 @@ from neuralimaging.experiments.analysis import (
     fit_calibration,
     load_analyzer,
     overlay_png,
-    posterior,
     window_log_probs,
     write_overlay,
 )
@@ -190,7 +190,7 @@ def collect_records(
 
 def _analysis(analyzer: Analyzer, calibration: Calibration, shape: tuple[int, ...], log_probs: np.ndarray) -> PhotoAnalysis:
     evidence = class_evidence(log_probs, calibration, analyzer.overlap)
-    probabilities = posterior(evidence, calibration.temperature)
+    probabilities = calibration.probabilities(evidence)
     best = int(np.argmax(probabilities))
     cells = cell_map(np.exp(log_probs), (int(shape[0]), int(shape[1])), analyzer.patch, analyzer.stride)
     return PhotoAnalysis(list(analyzer.classes), probabilities, analyzer.classes[best], float(probabilities[best]),
@@ -283,7 +283,7 @@ def score_records(analyzer: Analyzer, records: Sequence[Record], calibration: Ca
     n_classes = len(analyzer.classes)
     labels = np.array([r.label for r in records])
     evidence = np.stack([class_evidence(r.log_probs, calibration, analyzer.overlap) for r in records])
-    probabilities = posterior(evidence, calibration.temperature)
+    probabilities = calibration.probabilities(evidence)
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1)
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
@@ -303,6 +303,7 @@ def score_records(analyzer: Analyzer, records: Sequence[Record], calibration: Ca
     return {
         "aggregation": calibration.aggregation,
         "temperature": calibration.temperature,
+        "bias": calibration.bias,
         "accuracy": float((predicted == labels).mean()),
         "binary_accuracy": float(((predicted > 0) == (labels > 0)).mean()),
         "per_class": [float(confusion[c, c] / max(1, confusion[c].sum())) for c in range(n_classes)],
@@ -333,17 +334,17 @@ def _setup(run_dir: str | os.PathLike[str], stride: int | None, device: str | to
 
 
 def _fit(
-    analyzer: Analyzer, records: Sequence[Record], aggregation: str, what: str, digest: str
+    analyzer: Analyzer, records: Sequence[Record], aggregation: str, what: str, digest: str, offsets: bool = False
 ) -> Calibration:
     base = Calibration(aggregation=aggregation)
     evidence = np.stack([class_evidence(r.log_probs, base, analyzer.overlap) for r in records])
     return fit_calibration(evidence, [r.label for r in records], aggregation=aggregation,
-                           fitted=f"{what}, {len(records)} photos", run_hash=digest)
+                           fitted=f"{what}, {len(records)} photos", run_hash=digest, bias=offsets)
 
 
 def fit_run_calibration(
     run_dir: str | os.PathLike[str],
-    images: str | Sequence[Any] = "val",
+    images: str | Sequence[Any] = "train",
     *,
     aggregation: str = "mixture",
     stride: int | None = None,
@@ -351,16 +352,19 @@ def fit_run_calibration(
     limit: int | None = None,
     batch: int = 256,
     device: str | torch.device = "cpu",
+    offsets: bool = True,
 ) -> Calibration:
     """Fit the image-level temperature of a run on :func:`shared_photos` of its own images.
 
     Args:
         run_dir: a ``train manipulation`` run whose dataset and NIP run are at hand.
-        images: split name (default ``"val"``) or a list of samples.
+        images: split name (default ``"train"``: more scenes than the validation split, and measured
+            better on held-out photos, ``docs/analysis.md``) or a list of samples.
         aggregation: one of :data:`~neuralimaging.experiments.analysis.AGGREGATIONS`.
         stride, batch, device: as for :func:`~neuralimaging.experiments.analysis.load_analyzer`.
         seed: seed of the rectangles (:func:`evaluate_analysis` fits with its ``seed + 1``: 1 by default).
         limit: at most this many images (in turn per source photo).
+        offsets: fit per-class offsets with the temperature (:func:`~neuralimaging.experiments.analysis.fit_calibration`).
 
     Returns:
         The calibration, tied to the run by its config hash (``save_calibration`` writes it).
@@ -372,14 +376,14 @@ def fit_run_calibration(
     if limit is not None:
         samples = fidelity_images(samples, limit)
     records = collect_records(analyzer, workflow, samples, seed=seed, batch=batch)
-    return _fit(analyzer, records, aggregation, f"{split} split", digest)
+    return _fit(analyzer, records, aggregation, f"{split} split", digest, offsets)
 
 
 def evaluate_analysis(
     run_dir: str | os.PathLike[str],
     images: str | Sequence[Any] = "test",
     *,
-    calibration_images: str | Sequence[Any] | None = "val",
+    calibration_images: str | Sequence[Any] | None = "train",
     stride: int | None = None,
     seed: int = 0,
     limit: int | None = None,
@@ -387,6 +391,7 @@ def evaluate_analysis(
     device: str | torch.device = "cpu",
     examples: int = 0,
     examples_dir: str | os.PathLike[str] | None = None,
+    offsets: bool = True,
 ) -> dict[str, Any]:
     """Measure whole-photo analysis of a run on photos with a manipulated region, shared through libjpeg.
 
@@ -394,15 +399,16 @@ def evaluate_analysis(
         run_dir: a ``train manipulation`` run whose dataset and NIP run are at hand.
         images: a split name (``"test"``, falling back to ``"val"`` without a test split) or a list of
             :class:`~neuralimaging.data.dataset.Sample`.
-        calibration_images: images to fit the temperature on (split name or samples); ``"val"`` becomes
-            ``"train"`` when the evaluation itself fell back to the validation images. None keeps the
-            default temperature.
+        calibration_images: images to fit the calibration on (split name or samples; default the training
+            split); ``"val"`` becomes ``"train"`` when the evaluation itself fell back to the validation
+            images. None keeps the default temperature.
         stride: window stride (default: :func:`~neuralimaging.experiments.analysis.default_stride`).
         seed: seed of the manipulated rectangles (the calibration photos use ``seed + 1``).
         limit: use at most this many images of each set (in turn per source photo).
         batch: windows per FAN pass.
         device: where to compute.
         examples: write this many test images' photos (every class) with their overlays to ``examples_dir``.
+        offsets: fit per-class offsets with the temperature.
 
     Returns:
         ``run``, ``mode``, ``split``, ``calibration_split``, ``patch``, ``stride``, ``channel``, ``classes``,
@@ -424,7 +430,7 @@ def evaluate_analysis(
             fit_samples = fidelity_images(fit_samples, limit)
         fitting = collect_records(analyzer, workflow, fit_samples, seed=seed + 1, batch=batch)
     calibrations = {
-        aggregation: _fit(analyzer, fitting, aggregation, f"{calibration_split} split", digest)
+        aggregation: _fit(analyzer, fitting, aggregation, f"{calibration_split} split", digest, offsets)
         if fitting else Calibration(aggregation=aggregation)
         for aggregation in AGGREGATIONS
     }
@@ -463,7 +469,8 @@ def example_overlays(
 
     Args:
         run_dir: a ``train manipulation`` run whose dataset and NIP run are at hand.
-        images: split name (default ``"val"``) or a list of samples.
+        images: split name (default ``"train"``: more scenes than the validation split, and measured
+            better on held-out photos, ``docs/analysis.md``) or a list of samples.
         count: images to show (in turn per source photo).
         seed: seed of the manipulated rectangles.
         device: where to compute.
