@@ -44,7 +44,7 @@ PROTOCOL = {
     "data": "9 bundled photos (8 scenes) through the virtual Nikon D90, split by scene; the paper: 150 RAW "
             "photos per camera, 120 for training and 30 for validation, no test split",
     "fan_patch": "the FAN sees 32x32 patches after the channel (64x64 NIP output); the paper: 128x128",
-    "schedule": "1,500 steps of 16 patches, Adam 3e-4 x0.85 every 150 steps; the paper: 1,000 epochs of 6 steps of "
+    "schedule": "2,000 steps of 16 patches, Adam 3e-4 x0.85 every 200 steps; the paper: 1,000 epochs of 6 steps of "
                 "20 patches, Adam 1e-4 x0.85 every 100 epochs",
     "lambda_nip": "one value, the most accurate within 2 dB of the NIP on the validation split "
                   "(benchmarks/demo_tradeoff.py); the paper reports a grid of ten",

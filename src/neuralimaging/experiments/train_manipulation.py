@@ -120,11 +120,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": {
         "patch": 32,
         "batch": 16,
-        "epochs": 1500,
+        "epochs": 2000,
         "steps_per_epoch": 1,
         "lr": 3e-4,
         "lr_decay": 0.85,
-        "lr_decay_every": 150,
+        "lr_decay_every": 200,
         "validate_every": 250,
         "checkpoint_every": 250,
         "val_patches": 400,
