@@ -64,7 +64,7 @@ def test_unfinished_nip_run_is_refused_unless_allowed(tiny_dataset, tmp_path, ca
     from neuralimaging.experiments.train_nip import train_nip
 
     nip = tmp_path / "nip"
-    train_nip({"nip": "inet", "data": str(tiny_dataset), "batch": 4, "patch": 16, "max_epochs": 4, "val_every": 2,
+    train_nip({"nip": "inet", "data": str(tiny_dataset), "batch": 4, "patch": 16, "epochs": 4, "validate_every": 2,
                "val_images": 2, "steps_per_epoch": 1, "max_steps": 2}, nip, device="cpu", progress=False)
     argv = ["train", "manipulation", "--data", str(tiny_dataset), "--nip-run", str(nip), "--train", "fan",
             "--preset", "quick", "--out", str(tmp_path / "runs"), "--name", "f", "--set", "patch=16",
