@@ -15,10 +15,12 @@ def cli_run(tiny_dataset, tiny_nip_run, tmp_path_factory):
     argv = [
         "train", "manipulation", "--data", str(tiny_dataset), "--nip-run", str(tiny_nip_run),
         "--train", "fan", "--lambda-nip", "0.01", "--preset", "quick", "--out", str(runs), "--name", "f",
-        "--set", "patch=16", "--set", "batch=4", "--set", "epochs=2", "--set", "validate_every=2",
+        "--set", "patch=16", "--set", "batch=4", "--epochs", "2", "--set", "validate_every=2",
         "--set", "val_patches=6", "--device", "cpu", "--no-progress",
     ]
-    assert main(argv) == 0
+    assert main([*argv, "--max-steps", "1"]) == 0  # stopped, resumable
+    assert not (runs / "f" / "summary.json").exists()
+    assert main([*argv, "--resume"]) == 0
     return runs / "f"
 
 
