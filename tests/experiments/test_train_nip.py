@@ -298,3 +298,21 @@ def test_a_run_stopped_between_validations_reports_figures_of_its_last_step(tmp_
     assert stopped["val_loss"] == pytest.approx(at_end["val_loss"], rel=1e-4)
     assert stopped["psnr"] != pytest.approx(records[0]["psnr"], abs=1e-3)
     assert not run.summary_path.exists()
+
+
+def test_the_shipped_dnet_provenance_resolves_to_the_settings_make_nip_weights_gives_now():
+    """The shipped DNet's provenance (written with the earlier names ``max_epochs``, ``val_every``, ``amp``,
+    ``checkpoint_every`` in validations) reads as the config the Makefile's two ``train nip`` commands make
+    with the current names: the same settings, the same hash (the recipe reproduces)."""
+    from neuralimaging.acquisition.pretrained import resolve
+    from neuralimaging.experiments.loop import run_hash
+
+    record = json.loads(resolve("pretrained:dnet-nikon-d90").with_suffix(".json").read_text())
+    first, anneal = record["init_run"]["config"], record["config"]
+    assert "max_epochs" in anneal and "epochs" not in anneal  # written with the earlier names
+    now_first = resolve_config({"data": first["data"], "max_steps": 4500}, preset="cpu")
+    now_anneal = resolve_config({"data": anneal["data"], "init": anneal["init"], "lr": 3e-4, "validate_every": 250,
+                                 "epochs": 1500}, preset="cpu")
+    for stored, now in ((first, now_first), (anneal, now_anneal)):
+        assert resolve_config(stored) == now and run_hash(resolve_config(stored)) == run_hash(now)
+    assert now_anneal["precision"] == "auto" and now_anneal["checkpoint_every"] is None
