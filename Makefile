@@ -44,7 +44,7 @@ nip-weights: $(STAMP)
 		--no-progress --max-steps 4500
 	$(BIN)/neuralimaging train nip --data $(NIP_WORK)/data --preset cpu --out $(NIP_WORK) --name dnet-cpu-anneal \
 		--resume --no-progress --set init=$(NIP_WORK)/dnet-cpu/checkpoints/step-000004500/nip.safetensors \
-		--set lr=3e-4 --set val_every=250 --max-epochs 1500 --export src/neuralimaging/acquisition/weights/dnet-nikon-d90
+		--set lr=3e-4 --set validate_every=250 --epochs 1500 --export src/neuralimaging/acquisition/weights/dnet-nikon-d90
 
 clean:
 	rm -rf $(VENV) demo-output site

@@ -9,7 +9,7 @@ Run by hand (never in the test suite)::
 way ``train_nip`` runs them (its ``nip_loss``, autocast and layout handling, Adam), and prints the median
 seconds per step and iterations per second next to the authors' TensorFlow toolbox measured on the same
 2-core CPU (0.022 / 0.46 / 1.37 s per step) and the paper's K80 figures. Rows: ``contiguous`` (float32,
-NCHW: the default config), ``channels_last`` (config ``channels_last: true``), ``bf16`` (config ``amp: bf16``)
+NCHW: the default config), ``channels_last`` (config ``channels_last: true``), ``bf16`` (config ``precision: bf16``)
 and ``bf16+cl`` (both). INet computes in float32 whatever the autocast, so its bf16 rows time the same
 arithmetic; its ``composed`` row times the einsum form its fused CPU kernel replaced (a same-run reference).
 Settings are timed interleaved (one step of each in turn), so load changes on a shared machine hit them alike. ``quick`` trains with the ``quick`` preset on a prepared dataset (default

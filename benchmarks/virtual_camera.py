@@ -140,7 +140,7 @@ def paper(args: argparse.Namespace) -> dict:
     config = {"nip": "inet", "preset": "paper", "data": str(data), "max_time_s": args.max_time}
     summary = train_nip(config, args.work / f"inet-paper-psf-{sigma:g}", resume=True, device="cpu", progress=False)
     row = {"psf_sigma": sigma, "preset": "paper", **{k: summary[k] for k in ("psnr", "ssim", "steps", "stopped",
-                                                                               "total_time_s", "fidelity")}}
+                                                                               "wall_time_s", "fidelity")}}
     print(json.dumps(row), flush=True)
     return row
 

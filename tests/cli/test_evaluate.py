@@ -15,10 +15,12 @@ def cli_run(tiny_dataset, tiny_nip_run, tmp_path_factory):
     argv = [
         "train", "manipulation", "--data", str(tiny_dataset), "--nip-run", str(tiny_nip_run),
         "--train", "fan", "--lambda-nip", "0.01", "--preset", "quick", "--out", str(runs), "--name", "f",
-        "--set", "patch=16", "--set", "batch=4", "--set", "epochs=2", "--set", "validate_every=2",
+        "--set", "patch=16", "--set", "batch=4", "--epochs", "2", "--set", "validate_every=2",
         "--set", "val_patches=6", "--device", "cpu", "--no-progress",
     ]
-    assert main(argv) == 0
+    assert main([*argv, "--max-steps", "1"]) == 0  # stopped, resumable
+    assert not (runs / "f" / "summary.json").exists()
+    assert main([*argv, "--resume"]) == 0
     return runs / "f"
 
 
@@ -64,7 +66,7 @@ def test_unfinished_nip_run_is_refused_unless_allowed(tiny_dataset, tmp_path, ca
     from neuralimaging.experiments.train_nip import train_nip
 
     nip = tmp_path / "nip"
-    train_nip({"nip": "inet", "data": str(tiny_dataset), "batch": 4, "patch": 16, "max_epochs": 4, "val_every": 2,
+    train_nip({"nip": "inet", "data": str(tiny_dataset), "batch": 4, "patch": 16, "epochs": 4, "validate_every": 2,
                "val_images": 2, "steps_per_epoch": 1, "max_steps": 2}, nip, device="cpu", progress=False)
     argv = ["train", "manipulation", "--data", str(tiny_dataset), "--nip-run", str(nip), "--train", "fan",
             "--preset", "quick", "--out", str(tmp_path / "runs"), "--name", "f", "--set", "patch=16",

@@ -138,7 +138,7 @@ def test_json_outputs_and_status_figures(tiny_dataset, tmp_path, capsys) -> None
 
     sweep = tmp_path / "s.yaml"
     nip = {"preset": "quick", "nip": "inet", "data": str(tiny_dataset), "batch": 2, "patch": 16, "val_images": 2,
-           "steps_per_epoch": 1, "max_epochs": 4, "val_every": 2, "lr": 1e-3, "lr_schedule": "constant",
+           "steps_per_epoch": 1, "epochs": 4, "validate_every": 2, "lr": 1e-3, "lr_schedule": "constant",
            "max_time_s": None}
     sweep.write_text(yaml.safe_dump({"task": "nip", "config": nip, "grid": {"nip": ["inet"], "max_steps": [2, 9]}}, sort_keys=False))
     runs = tmp_path / "runs"

@@ -15,7 +15,7 @@ from neuralimaging.data.dataset import prepare
 from neuralimaging.experiments.train_nip import load_nip
 from neuralimaging.io import load_image
 
-SMALL = ["--batch", "4", "--patch", "16", "--set", "max_epochs=8", "--set", "val_every=4",
+SMALL = ["--batch", "4", "--patch", "16", "--set", "epochs=8", "--set", "validate_every=4",
          "--set", "val_images=2", "--no-progress"]
 
 
@@ -50,7 +50,7 @@ def test_train_nip_resumes_and_writes_a_run(run_dir, capsys):
 
 
 def test_train_nip_prints_and_refuses_to_overwrite(tmp_path, data_dir, capsys):
-    args = ["train", "nip", "--data", str(data_dir), "--out", str(tmp_path), *SMALL, "--set", "max_epochs=4"]
+    args = ["train", "nip", "--data", str(data_dir), "--out", str(tmp_path), *SMALL, "--set", "epochs=4"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "validation PSNR" in out and f"run: {tmp_path}" in out
@@ -103,8 +103,8 @@ def test_compare_pipelines(raws, run_dir, capsys):
 
 
 def test_export_writes_a_shippable_nip(tmp_path, data_dir, capsys) -> None:
-    code = main(["train", "nip", "--data", str(data_dir), "--nip", "inet", "--max-epochs", "2", "--set",
-                 "val_images=1", "--set", "val_every=1", "--out", str(tmp_path), "--name", "run", "--no-progress",
+    code = main(["train", "nip", "--data", str(data_dir), "--nip", "inet", "--epochs", "2", "--set",
+                 "val_images=1", "--set", "validate_every=1", "--out", str(tmp_path), "--name", "run", "--no-progress",
                  "--export", str(tmp_path / "shipped" / "inet-tiny")])
     assert code == 0 and "exported:" in capsys.readouterr().out
     assert (tmp_path / "shipped" / "inet-tiny.safetensors").is_file()
@@ -116,24 +116,38 @@ def test_export_writes_a_shippable_nip(tmp_path, data_dir, capsys) -> None:
 
 def test_export_records_the_run_it_started_from(tmp_path, data_dir, capsys) -> None:
     """A NIP trained on from another run's checkpoint (a two-phase recipe) records that run and step."""
-    common = ["--data", str(data_dir), "--nip", "inet", "--set", "val_images=1", "--set", "val_every=1",
+    common = ["--data", str(data_dir), "--nip", "inet", "--set", "val_images=1", "--set", "validate_every=1",
               "--out", str(tmp_path), "--no-progress"]
-    assert main(["train", "nip", *common, "--name", "first", "--max-epochs", "4", "--max-steps", "2"]) == 0
+    assert main(["train", "nip", *common, "--name", "first", "--epochs", "4", "--max-steps", "2"]) == 0
     first = tmp_path / "first" / "checkpoints" / "step-000000002" / "nip.safetensors"
     assert first.is_file()
-    assert main(["train", "nip", *common, "--name", "second", "--max-epochs", "1", "--set", f"init={first}",
+    assert main(["train", "nip", *common, "--name", "second", "--epochs", "1", "--set", f"init={first}",
                  "--export", str(tmp_path / "shipped" / "inet-two")]) == 0
     record = json.loads((tmp_path / "shipped" / "inet-two.json").read_text())
     assert record["init_run"]["step"] == 2
     assert record["init_run"]["run"] == str(tmp_path / "first")
-    assert record["init_run"]["config"]["max_epochs"] == 4
+    assert record["init_run"]["config"]["epochs"] == 4
+
+
+def test_earlier_spellings_name_and_resume_the_same_run(tmp_path, data_dir, capsys) -> None:
+    """``--max-epochs`` and ``--set val_every=...`` (earlier names) give the run the same config and name as
+    ``--epochs`` and ``validate_every``: the run started with one spelling resumes with the other."""
+    common = ["train", "nip", "--data", str(data_dir), "--nip", "inet", "--batch", "4", "--patch", "16", "--set",
+              "val_images=1", "--out", str(tmp_path), "--no-progress"]
+    assert main([*common, "--epochs", "3", "--set", "validate_every=1", "--max-steps", "1"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--max-epochs", "3", "--set", "val_every=1", "--resume", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    [run] = list(tmp_path.iterdir())
+    assert summary["run_dir"] == str(run) and summary["steps"] == 3 and summary["stopped"] == "max_epochs"
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2, 3]
 
 
 def test_max_steps_between_validations_prints_figures_of_the_last_step(tmp_path, data_dir, capsys):
     """Stopped by --max-steps before any validation after step 0: the figures shown are measured at the last
     step, never the step-0 validation's."""
     args = ["train", "nip", "--data", str(data_dir), "--out", str(tmp_path), "--name", "r", "--batch", "4",
-            "--patch", "16", "--set", "val_every=100", "--set", "val_images=2", "--no-progress", "--max-steps", "3"]
+            "--patch", "16", "--set", "validate_every=100", "--set", "val_images=2", "--no-progress", "--max-steps", "3"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "validation PSNR" in out and "stopped: max_steps" in out

@@ -16,8 +16,8 @@ TINY_NIP_CONFIG = {
     "patch": 16,
     "lr": 1e-3,
     "steps_per_epoch": 1,
-    "max_epochs": 30,
-    "val_every": 10,
+    "epochs": 30,
+    "validate_every": 10,
     "val_images": 2,
     "stop_rel_change": 0.0,
     "init_color_matrix": False,  # start from the identity matrix: far enough from the target to learn in 30 steps
@@ -81,7 +81,7 @@ def tiny_sweep_runs(tiny_dataset, tmp_path_factory):
 
     runs = tmp_path_factory.mktemp("tiny-sweep") / "runs"
     nip = {"preset": "quick", "data": str(tiny_dataset), "batch": 2, "patch": 16, "val_images": 2,
-           "steps_per_epoch": 1, "max_epochs": 4, "val_every": 2, "lr": 1e-3,
+           "steps_per_epoch": 1, "epochs": 4, "validate_every": 2, "lr": 1e-3,
            "lr_schedule": "constant", "max_time_s": None}
     joint = {"preset": "quick", "data": str(tiny_dataset), "nip_run": "{runs}/pretrain/{camera}/{nip}/000",
              "patch": 16, "batch": 4, "epochs": 6, "validate_every": 3, "checkpoint_every": 3,

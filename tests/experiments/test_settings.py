@@ -7,7 +7,7 @@ import pytest
 from neuralimaging.acquisition import nip
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.train_manipulation import resolve_config
-from neuralimaging.experiments.train_nip import make_config
+from neuralimaging.experiments.train_nip import resolve_config as make_config
 
 
 @pytest.mark.parametrize(
@@ -33,6 +33,8 @@ from neuralimaging.experiments.train_nip import make_config
         ({"nip_options": [1]}, "nip_options must be a mapping"),
         ({"channels_last": "yes"}, "config channels_last must be true or false"),
         ({"foo": 1}, "unknown config keys: foo"),
+        ({"checkpoint_every": 0}, "config checkpoint_every must be a positive integer or null, got 0"),
+        ({"amp": "fp16"}, "config precision must be one of auto, bf16, fp32, got 'fp16'"),
     ],
 )
 def test_bad_nip_settings(bad, message) -> None:
@@ -57,6 +59,8 @@ def test_bad_nip_settings(bad, message) -> None:
         ({"manipulations": "native,blur"}, "blur"),
         ({"channel": "down:x"}, "down"),
         ({"fan": [1]}, "config fan must be a mapping"),
+        ({"checkpoint_every": 0}, "config checkpoint_every must be a positive integer or null, got 0"),
+        ({"max_steps": -1}, "config max_steps must be an integer >= 0 or null, got -1"),
     ],
 )
 def test_bad_manipulation_settings(bad, message) -> None:

@@ -22,7 +22,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sweeps"
 # A NIP pre-training that takes a second or two on one core (the quick preset, shrunk).
 TINY_NIP = {
     "preset": "quick", "nip": "inet", "batch": 2, "patch": 16, "val_images": 2,
-    "steps_per_epoch": 1, "max_epochs": 4, "val_every": 2, "lr": 1e-3, "lr_schedule": "constant",
+    "steps_per_epoch": 1, "epochs": 4, "validate_every": 2, "lr": 1e-3, "lr_schedule": "constant",
     "max_time_s": None,
 }
 
@@ -409,7 +409,7 @@ def test_progress_reports_while_a_run_trains(tiny_dataset, tmp_path, monkeypatch
 
     monkeypatch.setattr(live, "WRITE_EVERY_S", 0.0)
     runs = tmp_path / "runs"
-    sweep = sw.expand(_nip_sweep(tiny_dataset, max_epochs=60, val_every=30), runs_dir=runs)
+    sweep = sw.expand(_nip_sweep(tiny_dataset, epochs=60, validate_every=30), runs_dir=runs)
     reports: list[sw.RunProgress] = []
     [outcome] = sw.run_sweep(sweep, runs, on_progress=reports.append, progress_every=0.02)
     assert outcome.status == "done" and reports
@@ -462,3 +462,13 @@ def test_runs_start_when_their_own_nip_run_is_done(tmp_path) -> None:
     assert events.index("start joint/fast/000") < events.index("done pre/slow/000")
     assert "blocked joint/bad/000" in events and "start joint/bad/000" not in events
     assert events[-1] == "done joint/slow/000"
+
+
+def test_paper_modes_name_the_trainers_modes() -> None:
+    """``sweep.MODES`` (F, F+N -> config ``train`` value, run-name token) is not a copy of the trainer's
+    ``MODES`` (``train`` value -> modules trained): its ``train`` values are exactly the trainer's modes."""
+    from neuralimaging.experiments.train_manipulation import MODES, resolve_config
+
+    assert sorted(train for train, _ in sw.MODES.values()) == sorted(MODES)
+    for train, _ in sw.MODES.values():
+        assert resolve_config({"data": "d", "nip_run": "n", "train": train})["train"] == train

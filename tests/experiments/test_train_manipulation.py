@@ -191,7 +191,7 @@ class TestTrainManipulation:
 
     def test_resume_with_other_config_refuses(self, joint_run, tiny_dataset, tiny_nip_run) -> None:
         out, _ = joint_run
-        with pytest.raises(InputError, match="config differs"):
+        with pytest.raises(InputError, match="cannot resume with a different config \\(changed: lambda_nip; hash"):
             train_manipulation(tiny_config(tiny_dataset, tiny_nip_run, lambda_nip=0.5), out, resume=True,
                                device="cpu", progress=False)
 
@@ -206,7 +206,7 @@ class TestTrainManipulation:
         _, uninterrupted = joint_run
         config = tiny_config(tiny_dataset, tiny_nip_run)
         stopped = train_manipulation(config, tmp_path / "run", device="cpu", progress=False, max_steps=3)
-        assert stopped["stopped_at"] == 3
+        assert (stopped["stopped"], stopped["steps"]) == ("max_steps", 3)
         assert not RunDir(tmp_path / "run").summary_path.exists()
         resumed = train_manipulation(config, tmp_path / "run", resume=True, device="cpu", progress=False)
         assert resumed["confusion"] == uninterrupted["confusion"]
@@ -313,7 +313,7 @@ class TestNipSource:
     def test_unfinished_nip_run_is_refused_unless_allowed(self, tiny_dataset, tiny_nip_config, tmp_path) -> None:
         from neuralimaging.experiments.train_nip import train_nip
 
-        nip_config = {**tiny_nip_config, "data": str(tiny_dataset), "max_epochs": 4, "val_every": 2}
+        nip_config = {**tiny_nip_config, "data": str(tiny_dataset), "epochs": 4, "validate_every": 2}
         train_nip({**nip_config, "max_steps": 2}, tmp_path / "nip", device="cpu", progress=False)  # stopped early
         config = tiny_config(tiny_dataset, tmp_path / "nip", train="fan", epochs=2, validate_every=2,
                              checkpoint_every=2)

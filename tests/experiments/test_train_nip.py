@@ -16,13 +16,13 @@ from neuralimaging.experiments.fidelity import fidelity_images
 from neuralimaging.errors import InputError
 from neuralimaging.metrics import psnr, ssim
 from neuralimaging.experiments.rundir import RunDir
+from neuralimaging.experiments.workflow import resolve_precision
 from neuralimaging.experiments.train_nip import (
     PRESETS,
     export_nip,
     load_nip,
-    make_config,
     nip_loss,
-    resolve_amp,
+    resolve_config,
     stop_rule,
     train_nip,
     validate,
@@ -68,7 +68,7 @@ def test_tiny_run_lowers_the_loss_and_writes_the_run_dir(tiny_nip_run, tiny_data
                                                ("unet", {"width": 4, "baseline": "menon"})])
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, tiny_dataset, tiny_nip_config, name, options):
     config = {**tiny_nip_config, "data": str(tiny_dataset), "nip": name, "nip_options": options,
-              "max_epochs": 12, "val_every": 4, "lr_schedule": "cosine", "lr_min": 1e-5, "baseline_lr": 1e-2}
+              "epochs": 12, "validate_every": 4, "lr_schedule": "cosine", "lr_min": 1e-5, "baseline_lr": 1e-2}
     full = train_nip(config, tmp_path / "full", device="cpu", progress=False)
     killed = train_nip({**config, "max_steps": 6}, tmp_path / "killed", device="cpu", progress=False)
     assert killed["stopped"] == "max_steps" and killed["steps"] == 6
@@ -88,7 +88,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, tiny_dataset
 
 
 def test_refuses_to_overwrite_or_resume_with_another_config(tmp_path, tiny_dataset, tiny_nip_config):
-    config = {**tiny_nip_config, "data": str(tiny_dataset), "max_epochs": 2, "val_every": 1}
+    config = {**tiny_nip_config, "data": str(tiny_dataset), "epochs": 2, "validate_every": 1}
     train_nip(config, tmp_path / "run", device="cpu", progress=False)
     with pytest.raises(InputError, match="already holds a run"):
         train_nip(config, tmp_path / "run", device="cpu", progress=False)
@@ -104,61 +104,63 @@ def test_stop_rule():
     assert not stop_rule([5.0] * 10, window=5, threshold=0.0)
 
 
-def test_make_config():
-    paper = make_config({"nip": "unet"})
-    assert (paper["lr"], paper["batch"], paper["patch"], paper["max_epochs"]) == (1e-4, 20, 64, 50_000)
-    assert paper["stop_rel_change"] == 1e-4 and make_config({"nip": "dnet"})["stop_rel_change"] == 1e-5
-    quick = make_config({"lr": None, "batch": 4}, preset="quick")
+def test_resolve_config():
+    paper = resolve_config({"nip": "unet"})
+    assert (paper["lr"], paper["batch"], paper["patch"], paper["epochs"]) == (1e-4, 20, 64, 50_000)
+    assert paper["stop_rel_change"] == 1e-4 and resolve_config({"nip": "dnet"})["stop_rel_change"] == 1e-5
+    quick = resolve_config({"lr": None, "batch": 4}, preset="quick")
     assert quick["lr"] == PRESETS["quick"]["lr"] and quick["batch"] == 4 and quick["preset"] == "quick"
     with pytest.raises(InputError, match="unknown preset"):
-        make_config(preset="slow")
+        resolve_config(preset="slow")
     with pytest.raises(InputError, match="unknown NIP"):
-        make_config({"nip": "vgg"})
+        resolve_config({"nip": "vgg"})
     with pytest.raises(InputError, match="positive"):
-        make_config({"batch": 0})
-    with pytest.raises(InputError, match="amp"):
-        make_config({"amp": "fp16"})
-    assert make_config(preset="quick")["amp"] == "auto"
+        resolve_config({"batch": 0})
+    with pytest.raises(InputError, match="precision must be one of auto, bf16, fp32, got 'fp16'"):
+        resolve_config({"precision": "fp16"})
+    assert resolve_config(preset="quick")["precision"] == "auto"
+    assert resolve_config({"nip": "inet"}, preset="quick")["precision"] == "fp32"
+    assert resolve_config()["precision"] == "fp32" and resolve_config()["checkpoint_every"] is None
 
 
-def test_amp_auto_follows_native_bfloat16():
-    """``amp: auto`` is bfloat16 autocast only where the device computes bfloat16 natively (emulated bfloat16 made
-    the quick UNet's step 15x slower than float32 on an AVX2 CPU)."""
-    from neuralimaging.experiments.workflow import native_bf16
+def test_earlier_setting_names_resolve_to_the_same_config():
+    """``max_epochs``, ``val_every`` and ``amp`` (null -> fp32) read as ``epochs``, ``validate_every`` and
+    ``precision``: the same settings and the same hash as the current names."""
+    from neuralimaging.experiments.loop import run_hash
 
-    assert resolve_amp("auto", "cpu") == ("bf16" if native_bf16("cpu") else None)
-    assert resolve_amp("bf16", "cpu") == "bf16" and resolve_amp(None, "cpu") is None
-    with pytest.raises(InputError, match="'auto'"):
-        resolve_amp("fp16", "cpu")
+    old = resolve_config({"nip": "inet", "max_epochs": 7, "val_every": 3, "amp": None}, preset="quick")
+    new = resolve_config({"nip": "inet", "epochs": 7, "validate_every": 3, "precision": "fp32"}, preset="quick")
+    assert old == new and run_hash(old) == run_hash(new)
+    assert resolve_config({"amp": "auto"})["precision"] == "auto"
 
 
 def test_time_budget_is_checked_every_epoch(tmp_path, tiny_dataset, tiny_nip_config):
     """A run past ``max_time_s`` validates and stops after that epoch, not at the next scheduled validation."""
-    config = {**tiny_nip_config, "data": tiny_dataset, "max_time_s": 0.0, "val_every": 1000, "max_epochs": 5000,
-              "amp": "auto"}
+    config = {**tiny_nip_config, "data": tiny_dataset, "max_time_s": 0.0, "validate_every": 1000, "epochs": 5000,
+              "precision": "auto"}
     summary = train_nip(config, tmp_path / "run", device="cpu", progress=False)
     assert summary["stopped"] == "max_time" and summary["epochs"] == 1
-    assert summary["amp"] == resolve_amp("auto", "cpu")
+    assert summary["precision"] == resolve_precision("auto", "cpu")
     rows = [json.loads(line) for line in RunDir(tmp_path / "run").metrics_path.read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [0, 1] and np.isfinite(rows[-1]["psnr"])
 
 
 def test_quick_preset_settings_follow_the_nip():
     """The quick preset's default NIP is a width-16 UNet over the python ISP; ``--nip inet`` gets INet's settings."""
-    unet = make_config(preset="quick")
+    unet = resolve_config(preset="quick")
     assert unet["nip"] == "unet" and unet["nip_options"] == {"width": 16, "baseline": "menon"}
     assert unet["baseline_lr"] == PRESETS["quick"]["baseline_lr"] and "by_nip" not in unet
-    inet = make_config({"nip": "inet"}, preset="quick")
+    inet = resolve_config({"nip": "inet"}, preset="quick")
     assert inet["nip_options"] == {} and inet["lr"] == PRESETS["quick"]["by_nip"]["inet"]["lr"] != unet["lr"]
-    assert make_config({"nip": "inet", "lr": 0.5}, preset="quick")["lr"] == 0.5  # the user's overrides win
+    assert resolve_config({"nip": "inet", "lr": 0.5}, preset="quick")["lr"] == 0.5  # the user's overrides win
     nip.create(inet["nip"], **inet["nip_options"])  # the per-NIP options build the model
 
 
 def test_baseline_lr_and_time_based_cosine():
     from neuralimaging.experiments.train_nip import _lr_at, _param_groups
 
-    config = make_config({"nip": "unet", "nip_options": {"width": 4, "baseline": "inet"}, "lr": 1e-3,
-                          "baseline_lr": 1e-2, "lr_schedule": "cosine", "lr_min": 0.0, "max_epochs": 100})
+    config = resolve_config({"nip": "unet", "nip_options": {"width": 4, "baseline": "inet"}, "lr": 1e-3,
+                          "baseline_lr": 1e-2, "lr_schedule": "cosine", "lr_min": 0.0, "epochs": 100})
     groups = _param_groups(nip.create("unet", width=4, baseline="inet"), config)
     assert [sum(p.numel() for p in g["params"]) for g in groups][1] == 321
     assert [g["lr_scale"] for g in groups] == pytest.approx([1.0, 10.0])
@@ -190,7 +192,7 @@ def test_menon_baseline_starts_at_the_target_and_checks_the_gamma(tmp_path, tiny
     """A UNet over the menon baseline is validated at the python ISP's fidelity from its first step (its
     residual errors sit at the patch borders); a dataset made with another gamma curve is refused."""
     config = {**tiny_nip_config, "data": str(tiny_dataset), "nip": "unet",
-              "nip_options": {"width": 4, "baseline": "menon"}, "max_epochs": 2, "val_every": 1, "lr": 3e-4}
+              "nip_options": {"width": 4, "baseline": "menon"}, "epochs": 2, "validate_every": 1, "lr": 3e-4}
     summary = train_nip(config, tmp_path / "run", device="cpu", progress=False)
     first = RunDir(tmp_path / "run").read_metrics()[0]
     assert first["step"] == 0 and first["psnr"] > 33.0  # 36.2 dB on these 32x32 RGB patches
@@ -218,9 +220,9 @@ def test_export_then_start_from_the_exported_weights(tmp_path, tiny_nip_run, tin
     out = export_nip(tiny_nip_run, tmp_path / "tiny-inet", recreate="pytest")
     assert out.suffix == ".safetensors"
     record = json.loads(out.with_suffix(".json").read_text())
-    assert record["nip"] == "inet" and record["recreate"] == "pytest" and record["config"]["max_epochs"] == 30
+    assert record["nip"] == "inet" and record["recreate"] == "pytest" and record["config"]["epochs"] == 30
     assert len(record["dataset"]["train"]) == 6 and record["dataset"]["val"] and record["dataset"]["test"]
-    summary = train_nip({**tiny_nip_config, "data": str(tiny_dataset), "init": str(out), "max_epochs": 0},
+    summary = train_nip({**tiny_nip_config, "data": str(tiny_dataset), "init": str(out), "epochs": 0},
                         tmp_path / "measured", device="cpu", progress=False)
     assert summary["steps"] == 0 and summary["psnr"] == pytest.approx(RunDir(tiny_nip_run).read_summary()["psnr"])
     for key, value in load_nip(tiny_nip_run).state_dict().items():
@@ -240,7 +242,7 @@ def test_export_then_start_from_the_exported_weights(tmp_path, tiny_nip_run, tin
 
 def test_unknown_config_keys_are_refused(tiny_dataset):
     with pytest.raises(InputError, match="unknown config keys: val_patches"):
-        make_config({"data": str(tiny_dataset), "val_patches": 8})
+        resolve_config({"data": str(tiny_dataset), "val_patches": 8})
 
 
 def test_resume_past_a_damaged_checkpoint_and_torn_metrics_matches_an_uninterrupted_run(
@@ -250,7 +252,7 @@ def test_resume_past_a_damaged_checkpoint_and_torn_metrics_matches_an_uninterrup
     line torn: the resume falls back to step 8 with a warning and ends where an uninterrupted run ends."""
     from neuralimaging.experiments.rundir import CheckpointWarning
 
-    config = {**tiny_nip_config, "data": str(tiny_dataset), "max_epochs": 12, "val_every": 4}
+    config = {**tiny_nip_config, "data": str(tiny_dataset), "epochs": 12, "validate_every": 4}
     full = train_nip(config, tmp_path / "full", device="cpu", progress=False)
     train_nip({**config, "max_steps": 10}, tmp_path / "killed", device="cpu", progress=False)
     run = RunDir(tmp_path / "killed")
@@ -270,7 +272,7 @@ def test_resume_past_a_damaged_checkpoint_and_torn_metrics_matches_an_uninterrup
 
 
 def test_a_run_with_no_intact_checkpoint_is_refused_not_restarted(tmp_path, tiny_dataset, tiny_nip_config):
-    config = {**tiny_nip_config, "data": str(tiny_dataset), "max_epochs": 8, "val_every": 4}
+    config = {**tiny_nip_config, "data": str(tiny_dataset), "epochs": 8, "validate_every": 4}
     train_nip({**config, "max_steps": 4}, tmp_path / "run", device="cpu", progress=False)
     run = RunDir(tmp_path / "run")
     (run.checkpoints / "LATEST").write_text("step-000000006\n")  # names a step that is not there
@@ -286,7 +288,7 @@ def test_a_run_with_no_intact_checkpoint_is_refused_not_restarted(tmp_path, tiny
 def test_a_run_stopped_between_validations_reports_figures_of_its_last_step(tmp_path, tiny_dataset, tiny_nip_config):
     """Stopped by max_steps at step 3, validations due every 100 epochs: the figures are measured at step 3,
     not taken from the step-0 validation; metrics.jsonl keeps only the validations the schedule makes."""
-    config = {**tiny_nip_config, "data": str(tiny_dataset), "max_epochs": 12, "val_every": 100}
+    config = {**tiny_nip_config, "data": str(tiny_dataset), "epochs": 12, "validate_every": 100}
     stopped = train_nip({**config, "max_steps": 3}, tmp_path / "run", device="cpu", progress=False)
     run = RunDir(tmp_path / "run")
     records = run.read_metrics()
@@ -296,3 +298,21 @@ def test_a_run_stopped_between_validations_reports_figures_of_its_last_step(tmp_
     assert stopped["val_loss"] == pytest.approx(at_end["val_loss"], rel=1e-4)
     assert stopped["psnr"] != pytest.approx(records[0]["psnr"], abs=1e-3)
     assert not run.summary_path.exists()
+
+
+def test_the_shipped_dnet_provenance_resolves_to_the_settings_make_nip_weights_gives_now():
+    """The shipped DNet's provenance (written with the earlier names ``max_epochs``, ``val_every``, ``amp``,
+    ``checkpoint_every`` in validations) reads as the config the Makefile's two ``train nip`` commands make
+    with the current names: the same settings, the same hash (the recipe reproduces)."""
+    from neuralimaging.acquisition.pretrained import resolve
+    from neuralimaging.experiments.loop import run_hash
+
+    record = json.loads(resolve("pretrained:dnet-nikon-d90").with_suffix(".json").read_text())
+    first, anneal = record["init_run"]["config"], record["config"]
+    assert "max_epochs" in anneal and "epochs" not in anneal  # written with the earlier names
+    now_first = resolve_config({"data": first["data"], "max_steps": 4500}, preset="cpu")
+    now_anneal = resolve_config({"data": anneal["data"], "init": anneal["init"], "lr": 3e-4, "validate_every": 250,
+                                 "epochs": 1500}, preset="cpu")
+    for stored, now in ((first, now_first), (anneal, now_anneal)):
+        assert resolve_config(stored) == now and run_hash(resolve_config(stored)) == run_hash(now)
+    assert now_anneal["precision"] == "auto" and now_anneal["checkpoint_every"] is None

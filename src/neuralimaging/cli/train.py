@@ -65,7 +65,7 @@ def _register_nip(sub: argparse._SubParsersAction) -> None:
         description="Pre-train a neural imaging pipeline on a prepared dataset. The run directory is "
         "RUNS_DIR/NAME (default name: nip-<nip>-<preset>-<config hash>); --resume continues it.",
     )
-    _run_options(parser, seed_help="initialization and patch sampling", set_example="val_every=50", presets={
+    _run_options(parser, seed_help="initialization and patch sampling", set_example="validate_every=50", presets={
         "quick": "minutes on a CPU", "paper": "the paper's protocol, for a GPU",
         "cpu": "a paper NIP towards its plateau in hours on a CPU (how the shipped DNet was made)",
         "shipped": "the shipped DNet, measured on the validation images without training"})
@@ -73,7 +73,6 @@ def _register_nip(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, help="Adam learning rate")
     parser.add_argument("--batch", type=int, help="patches per step")
     parser.add_argument("--patch", type=int, help="RAW patch side (the RGB target is twice as large)")
-    parser.add_argument("--max-epochs", type=int, help="epoch cap")
     parser.add_argument("--max-time", type=float, dest="max_time_s", help="wall-clock budget in seconds")
     parser.add_argument("--export", type=Path, metavar="FILE",
                         help="when the run has finished, write its NIP to FILE.safetensors with its provenance "
@@ -92,6 +91,8 @@ def _run_options(
     parser.add_argument("--name", help="run directory name inside --out (default: derived from the config)")
     parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     parser.add_argument("--seed", type=int, help=f"random seed ({seed_help})")
+    parser.add_argument("--epochs", "--max-epochs", type=int, dest="epochs",
+                        help="number of epochs (the cap; --max-epochs is the earlier spelling)")
     parser.add_argument("--max-steps", type=int, help="stop after this many steps (checkpointed; resumable)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", dest="overrides",
                         help=f"any other config setting, value in YAML (repeatable), e.g. --set {set_example}")
@@ -100,18 +101,19 @@ def _run_options(
 
 
 def run_nip(args: argparse.Namespace) -> int:
-    from neuralimaging.experiments.rundir import config_hash, discard_unstarted, run_folder
-    from neuralimaging.experiments.train_nip import make_config, train_nip
+    from neuralimaging.experiments.loop import run_hash
+    from neuralimaging.experiments.rundir import discard_unstarted, run_folder
+    from neuralimaging.experiments.train_nip import resolve_config, train_nip
 
     overrides = parse_overrides(args.overrides)
-    for key in ("nip", "lr", "batch", "patch", "max_epochs", "max_steps", "max_time_s", "seed"):
+    for key in ("nip", "lr", "batch", "patch", "epochs", "max_steps", "max_time_s", "seed"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     overrides["data"] = str(args.data)
     if not args.data.is_dir():
         raise InputError(f"{args.data}: dataset folder not found")
-    config = make_config(overrides, preset=args.preset)
-    name = args.name or f"nip-{config['nip']}-{config['preset']}-{config_hash({k: v for k, v in config.items() if k != 'max_steps'})[:8]}"
+    config = resolve_config(overrides, preset=args.preset)
+    name = args.name or f"nip-{config['nip']}-{config['preset']}-{run_hash(config)[:8]}"
     run_dir = run_folder(args.out, name)
     with discard_unstarted(run_dir):
         summary = train_nip(config, run_dir, resume=args.resume, device=args.device, progress=not args.no_progress)
@@ -161,11 +163,12 @@ def _register_manipulation(sub: argparse._SubParsersAction) -> None:
 
 
 def run_manipulation(args: argparse.Namespace) -> int:
-    from neuralimaging.experiments.rundir import config_hash, discard_unstarted, run_folder
+    from neuralimaging.experiments.loop import run_hash
+    from neuralimaging.experiments.rundir import discard_unstarted, run_folder
     from neuralimaging.experiments.train_manipulation import resolve_config, train_manipulation
 
     config: dict[str, Any] = parse_overrides(args.overrides)
-    for key in ("train", "lambda_nip", "manipulations", "channel", "seed"):
+    for key in ("train", "lambda_nip", "manipulations", "channel", "seed", "epochs", "max_steps"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     config.update({"data": str(args.data), "nip_run": str(args.nip_run), "preset": args.preset})
@@ -175,16 +178,16 @@ def run_manipulation(args: argparse.Namespace) -> int:
         raise InputError(f"{args.nip_run}: NIP run folder not found")
     resolved = resolve_config(config)
     mode = "fn" if resolved["train"] == "fan,nip" else "f"
-    run_dir = run_folder(args.out, args.name or f"manip-{mode}-{resolved['preset']}-{config_hash(resolved)[:8]}")
+    run_dir = run_folder(args.out, args.name or f"manip-{mode}-{resolved['preset']}-{run_hash(resolved)[:8]}")
     with discard_unstarted(run_dir):
         summary = train_manipulation(config, run_dir, resume=args.resume, device=args.device, progress=not args.no_progress,
-                                     max_steps=args.max_steps, allow_unfinished_nip=args.allow_unfinished_nip)
+                                     allow_unfinished_nip=args.allow_unfinished_nip)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
     print(f"run: {run_dir}")
-    if "stopped_at" in summary:
-        print(f"stopped at step {summary['stopped_at']} (--max-steps); continue with --resume")
+    if summary["stopped"] == "max_steps":
+        print(f"stopped at step {summary['steps']} (--max-steps); continue with --resume")
         return 0
     label = "F+N" if summary["mode"] == "fan,nip" else "F"
     print(f"{label}: accuracy {summary['accuracy']:.3f} +- {summary['accuracy_se']:.3f} on {summary['n_validation']} "

@@ -1,7 +1,11 @@
 """Checks of training settings before anything runs: each value of its type and range, or a one-line error.
 
+Both trainers share the names of the run cycle's settings (:mod:`~neuralimaging.experiments.loop`):
+``epochs``, ``validate_every`` and ``checkpoint_every`` (epochs; ``checkpoint_every: null`` checkpoints after
+every validation), ``precision`` and ``max_steps``.
+
 :func:`check_nip_settings` and :func:`check_manipulation_settings` are called by the trainers' config
-functions (``train_nip.make_config``, ``train_manipulation.resolve_config``), so a bad ``--set`` value, sweep
+functions (``train_nip.resolve_config``, ``train_manipulation.resolve_config``), so a bad ``--set`` value, sweep
 value or config key is refused before a run folder is written or data is loaded.
 """
 
@@ -62,11 +66,12 @@ def check_nip_settings(config: Mapping[str, Any]) -> None:
     """
     from neuralimaging.acquisition import nip as nip_module
 
-    for key in ("batch", "val_every", "stop_window", "checkpoint_every"):
+    for key in ("batch", "validate_every", "stop_window"):
         _integer(config, key, low=1)
+    _integer(config, "checkpoint_every", low=1, optional=True)
     _integer(config, "patch", low=2)
     _integer(config, "seed", low=0)
-    _integer(config, "max_epochs", low=0)
+    _integer(config, "epochs", low=0)
     _integer(config, "steps_per_epoch", low=1, optional=True)
     _integer(config, "val_images", low=1, optional=True)
     _integer(config, "max_steps", low=0, optional=True)
@@ -96,9 +101,11 @@ def check_manipulation_settings(config: Mapping[str, Any]) -> None:
     from neuralimaging.distribution import manipulations
     from neuralimaging.distribution.channel import Channel
 
-    for key in ("patch", "batch", "epochs", "steps_per_epoch", "validate_every", "checkpoint_every", "val_patches",
-                "val_batch", "lr_decay_every"):
+    for key in ("patch", "batch", "epochs", "steps_per_epoch", "validate_every", "val_patches", "val_batch",
+                "lr_decay_every"):
         _integer(config, key, low=1)
+    _integer(config, "checkpoint_every", low=1, optional=True)
+    _integer(config, "max_steps", low=0, optional=True)
     _integer(config, "seed", low=0)
     _integer(config, "residual_width", low=0)
     _integer(config, "val_images", low=1, optional=True)

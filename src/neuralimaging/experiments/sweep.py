@@ -114,7 +114,9 @@ TASKS: dict[str, str] = {
 """Task names a sweep may use, and the training function (``module:function``) each calls."""
 
 MODES: dict[str, tuple[str, str]] = {"F": ("fan", "F"), "F+N": ("fan,nip", "FN")}
-"""Paper modes: name -> (config ``train`` value, token in run names)."""
+"""Paper modes: name -> (config ``train`` value, token in run names). Not a copy of
+``train_manipulation.MODES`` (``train`` value -> the modules trained): this one names the paper's modes in
+sweep files and run folders; its ``train`` values are the keys of that one (a test keeps them so)."""
 
 LABEL_AXES: dict[str, frozenset[str]] = {
     TASKS["manipulation"]: frozenset({"camera", "nip"}),  # the NIP comes from config nip_run

@@ -16,10 +16,7 @@ explained in ``docs/measuring.md``.
 
 from __future__ import annotations
 
-import copy
 import math
-import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,9 +29,8 @@ import torch.nn.functional as F
 from neuralimaging.device import keep_freed_memory, resolve_device
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.fidelity import DEFINITION, fidelity_images, nip_fidelity
-from neuralimaging.experiments.live import LiveLog
-from neuralimaging.experiments.rundir import RunDir, capture_rng_state, config_hash, restore_rng_state
-from neuralimaging.experiments.rundir import check_nip_source, record_nip_source
+from neuralimaging.experiments.loop import TrainingRun, resolve_settings
+from neuralimaging.experiments.rundir import RunDir, check_nip_source, record_nip_source
 from neuralimaging.experiments.settings import check_manipulation_settings
 from neuralimaging.experiments.workflow import (
     PRECISIONS,
@@ -59,7 +55,8 @@ __all__ = [
 ]
 
 MODES = {"fan": ("fan",), "fan,nip": ("fan", "nip")}
-"""Training modes: the paper's F (FAN only, NIP frozen) and F+N (joint)."""
+"""Training modes (config ``train``) -> the modules trained: the paper's F (FAN only, NIP frozen) and F+N
+(joint). Sweep files name them F and F+N (``sweep.MODES``)."""
 
 _BASE: dict[str, Any] = {
     "data": None,  # prepared dataset folder (neuralimaging.data.dataset)
@@ -141,19 +138,10 @@ LATER_DEFAULTS: dict[str, Any] = {
     # computes it natively; see neuralimaging.experiments.workflow.PRECISIONS). Not in the paper.
     "precision": "auto",
     "channels_last": True,  # channels-last inputs for the FAN, and for a bfloat16 NIP (faster convolutions on CPU)
+    "max_steps": None,  # stop (and checkpoint) after this many steps in total: simulates a kill; not hashed
 }
 """Settings added after run folders were first written. A resolved config holds them only where they differ
 from these defaults, so configs (and run folders) from before keep their hash and stay resumable."""
-
-
-def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def _normalize_mode(mode: str | list[str] | tuple[str, ...]) -> str:
@@ -164,43 +152,43 @@ def _normalize_mode(mode: str | list[str] | tuple[str, ...]) -> str:
     return key
 
 
-def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Fill a user config with its preset (``config["preset"]``, default ``"paper"``) and the defaults.
+def resolve_config(config: Mapping[str, Any], preset: str | None = None) -> dict[str, Any]:
+    """Fill a user config with its preset (``preset``, else ``config["preset"]``, default ``"paper"``) and the
+    defaults (:func:`~neuralimaging.experiments.loop.resolve_settings`: defaults < preset < the preset's
+    ``by_nip`` entry < user values; ``fan`` options merge key by key).
 
-    Precedence: user values > preset > defaults. Raises :class:`InputError` for unknown keys or bad values.
+    Keys of :data:`LATER_DEFAULTS` are kept only where they differ from their defaults (configs written before
+    they existed keep their hash). Raises :class:`InputError` for unknown keys or bad values.
     """
-    preset = config.get("preset", "paper")
-    if preset not in PRESETS:
-        raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    unknown = set(config) - set(_BASE) - set(LATER_DEFAULTS) - {"preset"}
-    if unknown:
-        known = ", ".join([*_BASE, *LATER_DEFAULTS])
-        raise InputError(f"unknown config keys: {', '.join(sorted(unknown))}; expected some of: {known}")
-    resolved = _merge(_merge(_BASE, PRESETS[preset]), config)
-    resolved["preset"] = preset
+    defaults = {**_BASE, **LATER_DEFAULTS}
+    resolved = resolve_settings(config, defaults, PRESETS, preset=preset, nip=_nip_name, nested=frozenset({"fan"}))
     check_manipulation_settings(resolved)
     resolved["train"] = _normalize_mode(resolved["train"])
     for key in ("data", "nip_run"):
         if resolved[key] is None:
             raise InputError(f"config needs {key!r} (a folder)")
         resolved[key] = str(resolved[key])
-    for key in ("patch", "batch", "epochs", "steps_per_epoch", "validate_every", "checkpoint_every", "val_patches"):
-        if int(resolved[key]) < 1:
-            raise InputError(f"{key} must be a positive integer, got {resolved[key]!r}")
+    for key in ("patch", "batch", "epochs", "steps_per_epoch", "validate_every", "val_patches"):
         resolved[key] = int(resolved[key])
     if resolved["patch"] % 8:
         raise InputError(f"patch must be a multiple of 8 (JPEG blocks after the channel), got {resolved['patch']}")
-    if float(resolved["lambda_nip"]) < 0:
-        raise InputError(f"lambda_nip must be >= 0, got {resolved['lambda_nip']}")
-    if _setting(resolved, "precision") not in PRECISIONS:
+    if resolved["precision"] not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {resolved['precision']!r}")
     for key in ("fan_bf16", "channels_last"):
-        if not isinstance(_setting(resolved, key), bool):
+        if not isinstance(resolved[key], bool):
             raise InputError(f"{key} must be true or false, got {resolved[key]!r}")
     for key, default in LATER_DEFAULTS.items():
         if key in resolved and resolved[key] == default:
             del resolved[key]
     return resolved
+
+
+def _nip_name(config: Mapping[str, Any]) -> str | None:
+    """The NIP of ``config["nip_run"]`` (for a preset's ``by_nip`` entries), None when it cannot be read."""
+    try:
+        return str(RunDir(config["nip_run"]).read_config().get("nip"))
+    except (InputError, OSError, TypeError):
+        return None
 
 
 def _setting(config: Mapping[str, Any], key: str) -> Any:
@@ -400,6 +388,9 @@ def train_manipulation(
 ) -> dict[str, Any]:
     """Train the FAN (mode ``"fan"``) or the FAN and the NIP (``"fan,nip"``) on manipulation detection.
 
+    The run cycle (resume, checkpoints, metrics, progress, ``max_steps``, summary) is
+    :class:`~neuralimaging.experiments.loop.TrainingRun`'s.
+
     Args:
         config: settings (see ``PRESETS`` and the module's ``_BASE`` defaults); needs ``data`` (a prepared
             dataset) and ``nip_run`` (a pre-trained NIP run). ``preset`` picks ``"quick"`` or ``"paper"``.
@@ -407,38 +398,25 @@ def train_manipulation(
         resume: continue from the newest checkpoint in ``out_dir`` (a finished run returns its summary).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         progress: show a progress bar (stderr) with loss, accuracy and PSNR.
-        max_steps: stop (after a checkpoint) once this many steps are done in total, without a summary, as
-            if the run had been killed; ``resume=True`` continues it. Not part of the config.
+        max_steps: the config's ``max_steps`` (stop, after a checkpoint, once this many steps are done in
+            total, without a summary, as if the run had been killed; ``resume=True`` continues it).
         allow_unfinished_nip: start from a NIP run that has not finished (else an error); ``nip_source.json``
             records the NIP checkpoint either way.
 
     Returns:
         The summary (also written to ``summary.json``): final validation ``accuracy``, ``accuracy_se``,
         ``confusion``, ``per_class``, ``psnr``/``ssim`` of the NIP output and the same before training
-        (``psnr_start``/``ssim_start``), ``psnr_paid`` (start - final), ``wall_time_s``, ``config_hash``.
+        (``psnr_start``/``ssim_start``), ``psnr_paid`` (start - final), ``steps``, ``epochs``, ``stopped``,
+        ``wall_time_s``, ``cpu_time_s``, ``threads``, ``config_hash``. A run stopped at ``max_steps`` returns
+        only ``mode`` and these last fields.
     """
-    from tqdm import tqdm
-
     from neuralimaging.data.patches import sample_patches
 
-    config = resolve_config(config)
+    config = resolve_config({**config, "max_steps": max_steps} if max_steps is not None else config)
     device = resolve_device(device)
     keep_freed_memory()  # reuse freed tensor memory: no page faults per step (5-8% faster on CPU)
-    run = RunDir(out_dir)
-    digest = config_hash(config)
-    record_nip_source(run, config["nip_run"], force=allow_unfinished_nip)
-
-    state: dict[str, Any] = {}
-    if run.has_checkpoint():
-        if not resume:
-            raise InputError(f"{run.path}: already holds a run; resume it or choose another output folder")
-        stored = run.read_config()
-        if config_hash(stored) != digest:
-            raise InputError(f"{run.path}: its config differs from the one given (hash {config_hash(stored)} != {digest})")
-    else:
-        run.write_config(config)
-        if run.metrics_path.exists():  # a run killed before its first checkpoint starts over
-            run.truncate_metrics("step", -1)
+    record_nip_source(RunDir(out_dir), config["nip_run"], force=allow_unfinished_nip)
+    cycle = TrainingRun(out_dir, config, resume=resume)
 
     dataset = _load_dataset(config["data"])
     val_rggb = _validation_set(config, dataset.val)
@@ -452,116 +430,72 @@ def train_manipulation(
     # no mode-dependent layers.
     workflow.eval()
 
-    total_steps = config["epochs"] * config["steps_per_epoch"]
-    step = 0
-    wall_before = 0.0
-    start_metrics: dict[str, Any] | None = None
-    if resume and run.has_checkpoint():
-        state = run.load_checkpoint(_modules_to_save(workflow, mode), {"adam": optimizer}, device=device)
-        step = int(state["step"])
-        wall_before = float(state.get("wall_time_s", 0.0))
-        start_metrics = state.get("start")
-        restore_rng_state(state, {"patches": rng})
-        run.truncate_metrics("step", step)
-        if step >= total_steps and run.summary_path.is_file():
-            return run.read_summary()
-
-    t0 = time.perf_counter()
-    cpu_before = float(state.get("cpu_time_s", 0.0))
-    c0 = time.process_time()
-
-    def elapsed() -> float:
-        return wall_before + time.perf_counter() - t0
-
-    def cpu_seconds() -> float:  # CPU seconds of this process (all threads): a load-independent cost figure
-        return cpu_before + time.process_time() - c0
-
-    def checkpoint() -> None:
-        extra = {"step": step, "wall_time_s": elapsed(), "cpu_time_s": cpu_seconds(), "start": start_metrics,
-                 "config_hash": digest}
-        run.save_checkpoint(_modules_to_save(workflow, mode), {"adam": optimizer}, {**extra, **capture_rng_state({"patches": rng})})
-
-    def record(metrics: dict[str, Any], parts: dict[str, float] | None) -> None:
-        line = {"step": step, "epoch": step / config["steps_per_epoch"], "lr": _lr(config, step), **metrics}
-        if parts:
-            line.update({f"train_{k}": v for k, v in parts.items()})
-        line["wall_time_s"] = elapsed()
-        line["cpu_time_s"] = cpu_seconds()
-        run.append_metrics(line)
-        live.validation(step, line)
-
-    live = LiveLog(run.path, total_steps)  # progress.json and TensorBoard
+    state = cycle.begin(_modules_to_save(workflow, mode), {"adam": optimizer}, {"patches": rng},
+                        steps_per_epoch=config["steps_per_epoch"], device=device)
+    start_metrics: dict[str, Any] | None = (state or {}).get("start")
+    running: dict[str, float] = dict((state or {}).get("running") or {})
+    if cycle.summary is not None:
+        return cycle.summary
     if start_metrics is None:
         # Before training: the NIP's fidelity (the FAN is untrained, its accuracy would be noise).
         start_metrics = validate(workflow, None, val_images, batch=config["val_batch"], device=device)
-        record(start_metrics, None)
+        cycle.record(_lr(config, 0), start_metrics)
     joint = "nip" in MODES[mode]
-
-    every_val = config["validate_every"] * config["steps_per_epoch"]
-    every_ckpt = config["checkpoint_every"] * config["steps_per_epoch"]
     lambda_nip = float(config["lambda_nip"])
-    bar = tqdm(total=total_steps, initial=step, desc=f"train {mode.replace(',', '+')}", unit="step",
-               disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    last = run.read_metrics()[-1] if run.read_metrics() else start_metrics
-    running: dict[str, float] = {}
-    try:
-        while step < total_steps:
-            for group in optimizer.param_groups:
-                group["lr"] = _lr(config, step)
-            rggb, target = sample_patches(dataset.train, config["batch"], config["patch"], rng)
-            parts = train_step(workflow, optimizer, rggb.to(device), target.to(device), mode=mode, lambda_nip=lambda_nip)
-            step += 1
-            running = {k: 0.9 * running.get(k, v) + 0.1 * v for k, v in parts.items()}
-            if step % every_val == 0 or step == total_steps:
-                # F leaves the NIP as it was: its fidelity is the starting one
-                last = validate(workflow, val_rggb, val_images if joint else None, batch=config["val_batch"],
-                                device=device)
-                if not joint:
-                    last.update({k: start_metrics[k] for k in ("psnr", "psnr_std", "ssim", "images")})
-                record(last, running)
-            if step % every_ckpt == 0 or step == total_steps:
-                checkpoint()
-            bar.update(1)
-            live.step(step, **running)
-            accuracy = "-" if last["accuracy"] is None else f"{last['accuracy']:.3f}"
-            bar.set_postfix(loss=f"{running['loss']:.3f}", acc=accuracy, psnr=f"{last['psnr']:.1f}")
-            if max_steps is not None and step >= max_steps and step < total_steps:
-                checkpoint()
-                return {"stopped_at": step, "config_hash": digest}
-    finally:
-        bar.close()
-        live.close()
+    last = cycle.run.read_metrics()[-1] if cycle.run.read_metrics() else start_metrics
 
-    history = [m["accuracy"] for m in run.read_metrics() if m.get("accuracy") is not None]
-    tail = history[-5:]
-    summary = {
-        "mode": mode,
-        "nip_run": config["nip_run"],
-        "lambda_nip": lambda_nip,
-        "steps": step,
-        "accuracy": last["accuracy"],
-        "accuracy_se": last["accuracy_se"],
-        "accuracy_last5_mean": float(np.mean(tail)) if tail else last["accuracy"],
-        "accuracy_last5_std": float(np.std(tail)) if len(tail) > 1 else 0.0,
-        "per_class": last["per_class"],
-        "confusion": last["confusion"],
-        "classes": last["classes"],
-        "n_validation": last["n"],
-        "psnr": last["psnr"],
-        "ssim": last["ssim"],
-        "psnr_start": start_metrics["psnr"],
-        "ssim_start": start_metrics["ssim"],
-        "psnr_paid": start_metrics["psnr"] - last["psnr"],
-        "fidelity": f"{DEFINITION}; validation split, {last['images']} images",
-        "split": "val",
-        "wall_time_s": elapsed(),
-        "cpu_time_s": cpu_seconds(),
-        "threads": torch.get_num_threads(),
-        "precision": resolve_precision(_setting(config, "precision"), device),
-        "config_hash": digest,
-    }
-    run.write_summary(summary)
-    return summary
+    def step(done: int) -> dict[str, float]:
+        nonlocal running
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(config, done)
+        rggb, target = sample_patches(dataset.train, config["batch"], config["patch"], rng)
+        parts = train_step(workflow, optimizer, rggb.to(device), target.to(device), mode=mode, lambda_nip=lambda_nip)
+        running = {k: 0.9 * running.get(k, v) + 0.1 * v for k, v in parts.items()}
+        return running
+
+    def end_of_epoch(epoch: int) -> None:
+        nonlocal last
+        if cycle.validation_due(epoch):
+            # F leaves the NIP as it was: its fidelity is the starting one
+            last = validate(workflow, val_rggb, val_images if joint else None, batch=config["val_batch"],
+                            device=device)
+            if not joint:
+                last.update({k: start_metrics[k] for k in ("psnr", "psnr_std", "ssim", "images")})
+            cycle.record(_lr(config, cycle.step), {**last, **{f"train_{k}": v for k, v in running.items()}})
+        accuracy = "-" if last["accuracy"] is None else f"{last['accuracy']:.3f}"
+        cycle.bar.set_postfix(loss=f"{running['loss']:.3f}", acc=accuracy, psnr=f"{last['psnr']:.1f}")
+        return None
+
+    def summarize(stopped: str) -> dict[str, Any]:
+        if stopped == "max_steps":
+            return {"mode": mode}
+        history = [m["accuracy"] for m in cycle.run.read_metrics() if m.get("accuracy") is not None]
+        tail = history[-5:]
+        return {
+            "mode": mode,
+            "nip_run": config["nip_run"],
+            "lambda_nip": lambda_nip,
+            "accuracy": last["accuracy"],
+            "accuracy_se": last["accuracy_se"],
+            "accuracy_last5_mean": float(np.mean(tail)) if tail else last["accuracy"],
+            "accuracy_last5_std": float(np.std(tail)) if len(tail) > 1 else 0.0,
+            "per_class": last["per_class"],
+            "confusion": last["confusion"],
+            "classes": last["classes"],
+            "n_validation": last["n"],
+            "psnr": last["psnr"],
+            "ssim": last["ssim"],
+            "psnr_start": start_metrics["psnr"],
+            "ssim_start": start_metrics["ssim"],
+            "psnr_paid": start_metrics["psnr"] - last["psnr"],
+            "fidelity": f"{DEFINITION}; validation split, {last['images']} images",
+            "split": "val",
+            "precision": resolve_precision(_setting(config, "precision"), device),
+        }
+
+    return cycle.loop(step, end_of_epoch=end_of_epoch, summarize=summarize,
+                      extras=lambda: {"start": start_metrics, "running": running},
+                      desc=f"train {mode.replace(',', '+')}", progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------------------

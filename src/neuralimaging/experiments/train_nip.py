@@ -22,12 +22,9 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
-import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,27 +32,24 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 from neuralimaging.acquisition import nip as nip_module
 from neuralimaging.device import keep_freed_memory, resolve_device
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.fidelity import DEFINITION, fidelity_images, nip_fidelity
-from neuralimaging.experiments.live import LiveLog
-from neuralimaging.experiments.rundir import RunDir, capture_rng_state, config_hash, restore_rng_state
+from neuralimaging.experiments.loop import TrainingRun, resolve_settings
+from neuralimaging.experiments.rundir import RunDir
 from neuralimaging.experiments.settings import check_nip_settings
-from neuralimaging.experiments.workflow import native_bf16
+from neuralimaging.experiments.workflow import PRECISIONS, resolve_precision
 
 __all__ = [
-    "PRESETS", "DEFAULTS", "AMP_SETTINGS", "make_config", "resolve_amp", "train_nip", "load_nip", "validate",
-    "nip_loss", "stop_rule", "export_nip",
+    "PRESETS", "DEFAULTS", "resolve_config", "train_nip", "load_nip", "validate", "nip_loss", "stop_rule",
+    "export_nip",
 ]
 
-AMP_SETTINGS = (None, "bf16", "auto")
-"""Values of the ``amp`` setting: none (float32), ``"bf16"`` (bfloat16 autocast of the training forward pass)
-or ``"auto"`` (``"bf16"`` where :func:`~neuralimaging.experiments.workflow.native_bf16` holds, else none)."""
-
-#: Settings every run has; a preset and then the user's overrides are merged over them.
+#: Settings every run has; a preset, its entry for the chosen NIP and then the user's values are merged over
+#: them (:func:`resolve_config`). Earlier names (``max_epochs``, ``val_every``, ``amp``) are still read
+#: (:func:`~neuralimaging.experiments.loop.translate_config`).
 DEFAULTS: dict[str, Any] = {
     "nip": "inet",
     "nip_options": {},
@@ -66,26 +60,26 @@ DEFAULTS: dict[str, Any] = {
     "batch": 20,
     "patch": 64,  # RAW (RGGB-stack) patch side; the RGB target is twice as large
     "lr": 1e-4,
-    "lr_schedule": "constant",  # or "cosine": decays from lr to lr_min over max_epochs
+    "lr_schedule": "constant",  # or "cosine": decays from lr to lr_min over the epochs
     "lr_min": 0.0,
-    "lr_by_time": False,  # cosine: progress = max(epoch / max_epochs, elapsed / max_time_s) (time-budget runs)
+    "lr_by_time": False,  # cosine: progress = max(epoch / epochs, elapsed / max_time_s) (time-budget runs)
     "baseline_lr": None,  # UNet with baseline "inet": the baseline INet's learning rate (default: lr); it follows
     #                       the same schedule, scaled by baseline_lr / lr. Not in the paper.
     "steps_per_epoch": None,  # default: number of training images / batch, at least 1 (as the toolbox)
-    "max_epochs": 50_000,
-    "max_steps": None,  # stop (and checkpoint) after this many steps in this call: simulates a kill
+    "epochs": 50_000,  # the epoch cap
+    "max_steps": None,  # stop (and checkpoint) after this many steps in total: simulates a kill; not hashed
     "max_time_s": None,  # wall-clock budget; the run validates and stops after the first epoch past it
-    "val_every": 100,  # epochs between validations
+    "validate_every": 100,  # epochs between validations
     "val_images": None,  # validation images measured (whole, fidelity.nip_fidelity), in turn per scene; None: all
     "stop_window": 5,
     "stop_rel_change": None,  # default: 1e-4, DNet 1e-5 (paper)
-    "checkpoint_every": 1,  # validations between checkpoints
+    "checkpoint_every": None,  # epochs between checkpoints; None: after every validation
     "init_color_matrix": True,  # INet: start from the camera's cam_to_srgb when the dataset records it
-    "amp": None,  # "bf16": bfloat16 autocast of the training forward pass (faster UNet/DNet steps on CPUs
-    #               with native bfloat16; loss, weights and validation stay float32); "auto": "bf16" where
-    #               the device computes bfloat16 natively, else none (emulated bfloat16 is much slower than
+    "precision": "fp32",  # "bf16": bfloat16 autocast of the training forward pass (faster UNet/DNet steps on
+    #               CPUs with native bfloat16; loss, weights and validation stay float32); "auto": "bf16" where
+    #               the device computes bfloat16 natively, else "fp32" (emulated bfloat16 is much slower than
     #               float32). Not in the paper. Figures: docs/benchmarks.md, "NIP training step".
-    "channels_last": False,  # channels-last memory layout (faster for DNet with amp on CPUs)
+    "channels_last": False,  # channels-last memory layout (faster for DNet with bfloat16 on CPUs)
 }
 
 #: ``paper``: the paper's protocol (meant for a GPU). ``quick``: a usable NIP within minutes on a CPU: by
@@ -102,17 +96,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 1e-3,
         "lr_schedule": "cosine",
         "lr_min": 1e-5,
-        "amp": "auto",
+        "precision": "auto",
         "channels_last": True,
         "steps_per_epoch": 1,
-        "max_epochs": 10000,
-        "val_every": 500,
+        "epochs": 10000,
+        "validate_every": 500,
         "stop_rel_change": 0.0,
     },
     "shipped": {
         "nip": "dnet",
         "init": "pretrained:dnet-nikon-d90",
-        "max_epochs": 0,
+        "epochs": 0,
     },
     "quick": {
         "nip": "unet",
@@ -124,41 +118,31 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr_schedule": "cosine",
         "lr_min": 1e-5,
         "lr_by_time": True,
-        "amp": "auto",
+        "precision": "auto",
         "steps_per_epoch": 1,
-        "max_epochs": 4000,
-        "val_every": 100,
+        "epochs": 4000,
+        "validate_every": 100,
         "val_images": 8,
         "stop_rel_change": 0.0,
         "max_time_s": 120,
         "by_nip": {
             "inet": {"nip_options": {}, "lr": 1e-2, "baseline_lr": None, "lr_min": 1e-4, "lr_by_time": False,
-                     "amp": None, "max_epochs": 3000, "max_time_s": 300},
+                     "precision": "fp32", "epochs": 3000, "max_time_s": 300},
             "dnet": {"nip_options": {}, "lr": 1e-3, "baseline_lr": None, "max_time_s": 300},
         },
     },
 }
 
 
-def make_config(overrides: Mapping[str, Any] | None = None, preset: str | None = None) -> dict[str, Any]:
+def resolve_config(overrides: Mapping[str, Any] | None = None, preset: str | None = None) -> dict[str, Any]:
     """Merge :data:`DEFAULTS`, a preset, the preset's settings for the chosen NIP (its ``by_nip`` entry) and
-    user overrides (``None`` values in overrides are ignored).
+    user overrides (``None`` values in overrides are ignored), and check them
+    (:func:`~neuralimaging.experiments.loop.resolve_settings`).
 
     The preset is ``preset`` or ``overrides["preset"]`` (default ``"paper"``); the NIP is ``overrides["nip"]``
     or the preset's.
     """
-    overrides = {k: v for k, v in dict(overrides or {}).items() if v is not None}
-    name = preset or overrides.get("preset") or "paper"
-    if name not in PRESETS:
-        raise InputError(f"unknown preset {name!r}; expected one of: {', '.join(PRESETS)}")
-    preset_settings = copy.deepcopy(PRESETS[name])
-    by_nip = preset_settings.pop("by_nip", {})
-    config = copy.deepcopy(DEFAULTS)
-    config.update(preset_settings)
-    chosen = str(overrides.get("nip", config["nip"])).lower()
-    config.update(copy.deepcopy(by_nip.get(chosen, {})))
-    config.update(copy.deepcopy(overrides))
-    config["preset"] = name
+    config = resolve_settings(overrides, DEFAULTS, PRESETS, preset=preset, nip=lambda c: c["nip"], keep_none=False)
     config["nip"] = str(config["nip"]).lower()
     if config["nip"] not in nip_module.names():
         raise InputError(f"unknown NIP {config['nip']!r}; expected one of: {', '.join(nip_module.names())}")
@@ -166,34 +150,15 @@ def make_config(overrides: Mapping[str, Any] | None = None, preset: str | None =
         config["stop_rel_change"] = 1e-5 if config["nip"] == "dnet" else 1e-4
     if config["data"] is not None:
         config["data"] = os.fspath(config["data"])
-    unknown = sorted(set(config) - set(DEFAULTS) - {"by_nip"})
-    if unknown:
-        raise InputError(f"unknown config keys: {', '.join(unknown)}; expected some of: {', '.join(DEFAULTS)}")
     check_nip_settings(config)
-    for key in ("batch", "patch", "val_every", "stop_window"):
-        if int(config[key]) < 1:
-            raise InputError(f"config {key} must be a positive integer, got {config[key]!r}")
-    if int(config["max_epochs"]) < 0:
-        raise InputError(f"config max_epochs must be >= 0 (0: only measure the initial NIP), got {config['max_epochs']!r}")
-    if config["val_images"] is not None and int(config["val_images"]) < 1:
-        raise InputError(f"config val_images must be a positive integer or null, got {config['val_images']!r}")
-    _check_amp(config["amp"])
+    if config["precision"] not in PRECISIONS:
+        raise InputError(f"config precision must be one of {', '.join(PRECISIONS)}, got {config['precision']!r}")
     if config["lr_schedule"] not in ("constant", "cosine"):
         raise InputError(f"lr_schedule must be 'constant' or 'cosine', got {config['lr_schedule']!r}")
     return config
 
 
-def _check_amp(amp: str | None) -> None:
-    if amp not in AMP_SETTINGS:
-        raise InputError(f"amp must be null, 'bf16' or 'auto', got {amp!r}")
-
-
-def resolve_amp(amp: str | None, device: str | torch.device) -> str | None:
-    """``"bf16"`` or ``None``: what an :data:`AMP_SETTINGS` value means on ``device``."""
-    _check_amp(amp)
-    if amp == "auto":
-        return "bf16" if native_bf16(device) else None
-    return amp
+make_config = resolve_config  # the earlier name
 
 
 def nip_loss(rgb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -263,7 +228,7 @@ def _lr_at(config: Mapping[str, Any], epoch: int, elapsed_s: float = 0.0) -> flo
     """The learning rate at ``epoch``; with ``lr_by_time`` the cosine's progress is also at least the share
     of ``max_time_s`` spent (so it decays fully within the time budget on a slow or busy machine)."""
     if config["lr_schedule"] == "cosine":
-        t = min(1.0, epoch / max(1, int(config["max_epochs"])))
+        t = min(1.0, epoch / max(1, int(config["epochs"])))
         if config.get("lr_by_time") and config.get("max_time_s"):
             t = max(t, min(1.0, elapsed_s / float(config["max_time_s"])))
         return float(config["lr_min"] + 0.5 * (config["lr"] - config["lr_min"]) * (1 + math.cos(math.pi * t)))
@@ -322,8 +287,11 @@ def train_nip(
 ) -> dict[str, Any]:
     """Pre-train a NIP on a prepared dataset; returns the summary (also written to ``summary.json``).
 
+    The run cycle (resume, checkpoints, metrics, progress, ``max_steps``, summary) is
+    :class:`~neuralimaging.experiments.loop.TrainingRun`'s.
+
     Args:
-        config: settings merged over :data:`DEFAULTS` and the preset it names (see :func:`make_config`);
+        config: settings merged over :data:`DEFAULTS` and the preset it names (see :func:`resolve_config`);
             ``data`` (a folder made by ``neuralimaging.data.dataset.prepare``) is required.
         out_dir: the run directory.
         resume: continue from the run's last checkpoint (its stored config must match, except ``max_steps``).
@@ -331,41 +299,31 @@ def train_nip(
         progress: show a progress bar (stderr) with the training loss and validation PSNR.
 
     Returns:
-        ``nip``, ``steps``, ``epochs``, ``psnr``, ``ssim``, ``val_loss``, ``train_loss``, ``stopped``
-        (``converged``, ``max_epochs``, ``max_time`` or ``max_steps``), ``wall_time_s`` (this call),
-        ``total_time_s`` (all calls), ``parameters``, ``amp`` (``"bf16"`` or ``None``: what ``amp`` resolved to on
-        the device), ``config_hash``, ``run_dir``. The figures come from a validation at the last step (a run
-        stopped by ``max_steps`` between validations is validated once more, outside ``metrics.jsonl``).
+        ``nip``, ``preset``, ``steps``, ``epochs``, ``stopped`` (``converged``, ``max_epochs``, ``max_time`` or
+        ``max_steps``), ``psnr``, ``ssim``, ``val_loss``, ``train_loss``, ``parameters``, ``precision``
+        (``"bf16"`` or ``"fp32"``: what ``precision`` resolved to on the device), ``device``, ``run_dir``,
+        ``wall_time_s`` and ``cpu_time_s`` (every call of the run), ``threads``, ``config_hash``. The figures
+        come from a validation at the last step (a run stopped by ``max_steps`` between validations is
+        validated once more, outside ``metrics.jsonl``).
     """
     from neuralimaging.data.dataset import Dataset
     from neuralimaging.data.patches import sample_patches
 
-    config = make_config(config)
+    config = resolve_config(config)
     if config["data"] is None:
         raise InputError("train_nip needs config['data']: a dataset folder made by `neuralimaging prepare`")
-    run = RunDir(out_dir)
     dev = resolve_device(device)
     keep_freed_memory()  # reuse freed tensor memory: no page faults per step
-    amp = resolve_amp(config["amp"], dev)
-    started = time.perf_counter()
-
-    if resume and run.has_checkpoint():
-        stored = run.read_config()
-        ignore = {"max_steps"}
-        diff = sorted(k for k in set(stored) | set(config) if k not in ignore and stored.get(k) != config.get(k))
-        if diff:
-            raise InputError(f"{run.path}: cannot resume with a different config (changed: {', '.join(diff)})")
-    elif run.has_checkpoint() or run.summary_path.exists():
-        raise InputError(f"{run.path} already holds a run; pass resume=True (--resume) or choose another folder")
-    run.write_config(config)
-    chash = config_hash({k: v for k, v in config.items() if k != "max_steps"})
+    precision = resolve_precision(config["precision"], dev)
+    cycle = TrainingRun(out_dir, config, resume=resume)
+    run = cycle.run
 
     dataset = Dataset.load(config["data"])
     if not dataset.train or not dataset.val:
         raise InputError(f"{config['data']}: the dataset needs training and validation images")
     torch.manual_seed(int(config["seed"]))
     model = _build_model(config, _camera_matrix(dataset), dataset.settings.get("gamma"))
-    if config["init"] and not (resume and run.has_checkpoint()):
+    if config["init"] and not cycle.resuming:
         _load_init(model, str(config["init"]))
     model = model.to(dev)
     layout = torch.channels_last if config["channels_last"] else torch.contiguous_format
@@ -376,128 +334,78 @@ def train_nip(
     val_samples = fidelity_images(dataset.val, config["val_images"])
 
     steps_per_epoch = int(config["steps_per_epoch"] or max(1, len(dataset.train) // int(config["batch"])))
-    step = epoch = 0
     history: list[float] = []
-    elapsed_before = 0.0
     last: dict[str, float] = {}
     running: list[float] = []
-    if resume and run.has_checkpoint():
-        state = run.load_checkpoint({"nip": model}, {"nip": optimizer}, device=dev)
-        restore_rng_state(state, {"patches": rng})
-        step, epoch = int(state["step"]), int(state["epoch"])
+    state = cycle.begin({"nip": model}, {"nip": optimizer}, {"patches": rng}, steps_per_epoch=steps_per_epoch,
+                        device=dev)
+    if state is not None:
         history = [float(v) for v in state.get("history", [])]
-        elapsed_before = float(state.get("elapsed_s", 0.0))
         last = dict(state.get("last", {}))
         running = [float(v) for v in state.get("running", [])]
-        run.truncate_metrics("step", step)
-        if state.get("stopped") in ("converged", "max_epochs", "max_time") and run.summary_path.exists():
-            return run.read_summary()
     else:
-        if run.metrics_path.exists():
-            run.metrics_path.unlink()
-        before = validate(model, val_samples)
-        last = {"train_loss": float("nan"), **before}
-        run.append_metrics({"step": 0, "epoch": 0, "lr": _lr_at(config, 0), "time_s": 0.0, **last})
-
-    max_epochs = int(config["max_epochs"])
-    max_steps = config.get("max_steps")
+        last = {"train_loss": float("nan"), **validate(model, val_samples)}
+        cycle.record(_lr_at(config, 0), last)
     max_time = config.get("max_time_s")
-    bar = tqdm(
-        total=max_epochs * steps_per_epoch, initial=step, desc=f"train {config['nip']}", unit="step",
-        disable=not progress, file=sys.stderr, dynamic_ncols=True,
+
+    def start_of_epoch(epoch: int) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(config, epoch, cycle.wall_time_s()) * group["lr_scale"]
+
+    def train_step(step: int) -> dict[str, float]:
+        x, y = sample_patches(dataset.train, int(config["batch"]), int(config["patch"]), rng)
+        x, y = x.to(dev, memory_format=layout), y.to(dev)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = model(x)
+        loss = nip_loss(out.float(), y)
+        loss.backward()
+        optimizer.step()
+        running.append(loss.item())
+        return {"loss": running[-1]}
+
+    def end_of_epoch(epoch: int) -> str | None:
+        nonlocal last
+        over_time = max_time is not None and cycle.wall_time_s() >= float(max_time)
+        if not (cycle.validation_due(epoch) or over_time):
+            return None
+        metrics = validate(model, val_samples)
+        history.append(metrics["val_loss"])
+        last = {"train_loss": float(np.mean(running)) if running else float("nan"), **metrics}
+        running.clear()
+        cycle.record(optimizer.param_groups[0]["lr"], last)
+        cycle.bar.set_postfix(loss=f"{last['train_loss']:.2f}", psnr=f"{metrics['psnr']:.2f}")
+        if stop_rule(history, int(config["stop_window"]), float(config["stop_rel_change"])):
+            return "converged"
+        return "max_time" if over_time else None
+
+    def summarize(stopped: str) -> dict[str, Any]:
+        nonlocal last
+        if stopped == "max_steps" and run.read_metrics()[-1]["step"] != cycle.step:
+            # Stopped between validations: the figures reported are measured at this step. metrics.jsonl and the
+            # checkpoint keep what an uninterrupted run has, so a resumed run stays identical to it.
+            last = {"train_loss": float(np.mean(running)) if running else float("nan"), **validate(model, val_samples)}
+        if stopped != "max_steps":
+            _plot_curve(run)
+        return {
+            "nip": config["nip"],
+            "preset": config["preset"],
+            "psnr": last.get("psnr"),
+            "ssim": last.get("ssim"),
+            "fidelity": f"{DEFINITION}; validation split, {len(val_samples)} images",
+            "val_loss": last.get("val_loss"),
+            "train_loss": last.get("train_loss"),
+            "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "precision": precision,
+            "device": str(dev),
+            "run_dir": str(run.path),
+        }
+
+    return cycle.loop(
+        train_step, start_of_epoch=start_of_epoch, end_of_epoch=end_of_epoch, summarize=summarize,
+        extras=lambda: {"history": history, "last": last, "running": running}, desc=f"train {config['nip']}",
+        progress=progress,
     )
-    stopped: str | None = None
-    live = LiveLog(run.path, max_epochs * steps_per_epoch)  # progress.json and TensorBoard
-
-    def checkpoint() -> None:
-        run.save_checkpoint(
-            {"nip": model},
-            {"nip": optimizer},
-            {
-                "step": step,
-                "epoch": epoch,
-                "history": history,
-                "last": last,
-                "running": running,
-                "stopped": stopped,
-                "elapsed_s": elapsed_before + time.perf_counter() - started,
-                **capture_rng_state({"patches": rng}),
-            },
-        )
-
-    try:
-        while epoch < max_epochs:
-            if max_steps is not None and step >= int(max_steps):
-                stopped = "max_steps"
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(config, epoch, elapsed_before + time.perf_counter() - started) * group["lr_scale"]
-            for _ in range(steps_per_epoch):
-                x, y = sample_patches(dataset.train, int(config["batch"]), int(config["patch"]), rng)
-                x, y = x.to(dev, memory_format=layout), y.to(dev)
-                optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
-                    out = model(x)
-                loss = nip_loss(out.float(), y)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                running.append(loss.item())
-                live.step(step, loss=running[-1])
-                bar.update(1)
-            epoch += 1
-            over_time = max_time is not None and time.perf_counter() - started + elapsed_before >= float(max_time)
-            if epoch % int(config["val_every"]) == 0 or epoch == max_epochs or over_time:
-                metrics = validate(model, val_samples)
-                history.append(metrics["val_loss"])
-                elapsed = elapsed_before + time.perf_counter() - started
-                last = {"train_loss": float(np.mean(running)) if running else float("nan"), **metrics}
-                running = []
-                run.append_metrics({"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                                    "time_s": round(elapsed, 3), **last})
-                bar.set_postfix(loss=f"{last['train_loss']:.2f}", psnr=f"{metrics['psnr']:.2f}")
-                live.validation(step, last)
-                if stop_rule(history, int(config["stop_window"]), float(config["stop_rel_change"])):
-                    stopped = "converged"
-                    break
-                if over_time:
-                    stopped = "max_time"
-                    break
-                if len(history) % int(config["checkpoint_every"]) == 0:
-                    checkpoint()
-    finally:
-        bar.close()
-        live.close()
-    stopped = stopped or "max_epochs"
-    checkpoint()
-    if stopped == "max_steps" and run.read_metrics()[-1]["step"] != step:
-        # Stopped between validations: the figures reported are measured at this step. metrics.jsonl and the
-        # checkpoint keep what an uninterrupted run has, so a resumed run stays identical to it.
-        last = {"train_loss": float(np.mean(running)) if running else float("nan"), **validate(model, val_samples)}
-    wall = time.perf_counter() - started
-    summary = {
-        "nip": config["nip"],
-        "preset": config["preset"],
-        "steps": step,
-        "epochs": epoch,
-        "stopped": stopped,
-        "psnr": last.get("psnr"),
-        "ssim": last.get("ssim"),
-        "fidelity": f"{DEFINITION}; validation split, {len(val_samples)} images",
-        "val_loss": last.get("val_loss"),
-        "train_loss": last.get("train_loss"),
-        "wall_time_s": round(wall, 3),
-        "total_time_s": round(elapsed_before + wall, 3),
-        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "amp": amp,
-        "config_hash": chash,
-        "device": str(dev),
-        "run_dir": str(run.path),
-    }
-    if stopped != "max_steps":
-        _plot_curve(run)
-        run.write_summary(summary)
-    return summary
 
 
 def load_nip(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
