@@ -35,7 +35,7 @@ from neuralimaging.experiments.rundir import RunDir
 from neuralimaging.photos import bundled_photos
 
 NIP = {"preset": "quick", "nip": "inet", "batch": 2, "patch": 16, "val_images": 2, "steps_per_epoch": 1,
-       "max_epochs": 4, "val_every": 2, "lr": 1e-3, "lr_schedule": "constant", "max_time_s": None}
+       "epochs": 4, "validate_every": 2, "lr": 1e-3, "lr_schedule": "constant", "max_time_s": None}
 
 
 def _sweep(data: Path, epochs: int) -> dict:

@@ -41,7 +41,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 TINY_NIP = {"preset": "quick", "nip": "inet", "batch": 2, "patch": 16, "val_images": 2, "steps_per_epoch": 1,
-            "max_epochs": 4, "val_every": 2, "lr": 1e-3, "lr_schedule": "constant", "max_time_s": None}
+            "epochs": 4, "validate_every": 2, "lr": 1e-3, "lr_schedule": "constant", "max_time_s": None}
 EPOCHS, EVERY = 90, 15  # joint runs: long enough to be caught mid-run, a checkpoint every 15 steps
 
 
