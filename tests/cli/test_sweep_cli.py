@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from neuralimaging.cli import main
-from neuralimaging.experiments.rundir import RunDir
 from neuralimaging.experiments.demo import demo_sweep_path
+from neuralimaging.experiments.rundir import RunDir
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sweeps"
 
@@ -117,7 +117,7 @@ def test_unfinished_runs_exit_1_and_are_listed(tmp_path, capsys) -> None:
     import os
     import socket
 
-    from neuralimaging.experiments.sweep import _boot_id
+    from neuralimaging.experiments.sweep.state import _boot_id
 
     sweep = tmp_path / "s.yaml"
     sweep.write_text(yaml.safe_dump({"task": "nip", "config": {"data": "{sweep_dir}/none"}, "grid": {"nip": ["inet"]}}))

@@ -16,6 +16,9 @@ import yaml
 from neuralimaging.errors import InputError
 from neuralimaging.experiments import sweep as sw
 from neuralimaging.experiments.rundir import RunDir
+from neuralimaging.experiments.sweep import execute as sw_execute
+from neuralimaging.experiments.sweep import executors as sw_executors
+from neuralimaging.experiments.sweep import state as sw_state
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sweeps"
 
@@ -176,7 +179,7 @@ def test_running_state_and_busy(tiny_dataset, tmp_path) -> None:
     [spec] = sw.expand(_nip_sweep(tiny_dataset), runs_dir=runs).runs
     folder = runs / spec.name
     folder.mkdir(parents=True)
-    with sw._Heartbeat(folder):  # another executor holds the run
+    with sw_execute._Heartbeat(folder):  # another executor holds the run
         assert sw.run_state(folder).state == "running"
         assert sw.execute_run(spec, runs).status == "busy"
     assert sw.run_state(folder).state == "pending"
@@ -337,7 +340,7 @@ def test_a_lock_left_by_a_killed_executor_is_taken_over_at_once(plugin, tmp_path
     folder = runs / spec.name
     folder.mkdir(parents=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    lock = {"host": socket.gethostname(), "pid": int(dead.stdout), "boot_id": sw._boot_id(), "started": 0}
+    lock = {"host": socket.gethostname(), "pid": int(dead.stdout), "boot_id": sw_state._boot_id(), "started": 0}
     (folder / sw.LOCK_FILE).write_text(json.dumps(lock))  # fresh mtime, but its owner is gone
     assert sw.run_state(folder).state == "pending"
     assert sw.execute_run(spec, runs).status == "done"
@@ -449,7 +452,7 @@ def test_runs_start_when_their_own_nip_run_is_done(tmp_path) -> None:
     events: list[str] = []
     finishing = iter(["pre/fast/000", "pre/bad/000", "joint/fast/000", "pre/slow/000", "joint/slow/000"])
     status = {"pre/bad/000": "failed"}
-    ctx = sw._Context(runs, "cpu", None, "o", None, lambda o: events.append(f"{o.status} {o.name}"),
+    ctx = sw_executors._Context(runs, "cpu", None, "o", None, lambda o: events.append(f"{o.status} {o.name}"),
                       lambda spec: events.append(f"start {spec.name}"))
 
     def collect(active, timeout):
@@ -457,7 +460,7 @@ def test_runs_start_when_their_own_nip_run_is_done(tmp_path) -> None:
         assert name in active
         return [(name, sw.RunOutcome(name, status.get(name, "done")))]
 
-    outcomes = sw._schedule(sweep.runs, ctx, capacity=3, launch=lambda spec: spec.name, collect=collect)
+    outcomes = sw_executors._schedule(sweep.runs, ctx, capacity=3, launch=lambda spec: spec.name, collect=collect)
     assert len(outcomes) == 6
     assert events.index("start joint/fast/000") < events.index("done pre/slow/000")
     assert "blocked joint/bad/000" in events and "start joint/bad/000" not in events

@@ -10,7 +10,6 @@ axes from ``config.yaml`` (``nip``, ``lambda_nip``, ``train`` -> ``mode``, ``see
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +20,8 @@ import yaml
 
 from neuralimaging import yamlio
 from neuralimaging.errors import InputError
-from neuralimaging.experiments.sweep import MODES, RUN_FILE, TASKS, _read_json, find_runs, run_state
+from neuralimaging.experiments.sweep import MODES, RUN_FILE, TASKS, find_runs, run_state
+from neuralimaging.experiments.sweep.state import _read_json
 from neuralimaging.fsutil import replacing
 
 __all__ = ["AXIS_ORDER", "METRICS", "aggregate", "collect", "find_runs", "paper_table", "save_table"]
