@@ -17,7 +17,10 @@ import yaml
 from neuralimaging import yamlio
 from neuralimaging.errors import InputError
 
-__all__ = ["ERROR_FILE", "HEARTBEAT_S", "LABEL_AXES", "LOCK_FILE", "MODES", "PLAN_FILE", "POLL_S", "RUN_FILE", "STALE_AFTER_S", "TASKS", "RunSpec", "Sweep", "expand", "load_sweep"]
+__all__ = [
+    "ERROR_FILE", "HEARTBEAT_S", "LABEL_AXES", "LOCK_FILE", "MODES", "PLAN_FILE", "POLL_S", "RUN_FILE",
+    "STALE_AFTER_S", "TASKS", "RunSpec", "Sweep", "expand", "load_sweep",
+]
 
 TASKS: dict[str, str] = {
     "manipulation": "neuralimaging.experiments.train_manipulation:train_manipulation",
