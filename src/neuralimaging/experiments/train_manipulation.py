@@ -414,7 +414,7 @@ def train_manipulation(
 
     config = resolve_config({**config, "max_steps": max_steps} if max_steps is not None else config)
     device = resolve_device(device)
-    keep_freed_memory()  # reuse freed tensor memory: no page faults per step (5-8% faster on CPU)
+    keep_freed_memory()  # reuse freed tensor memory: no page faults per step (docs/benchmarks.md, "CPU op choices")
     record_nip_source(RunDir(out_dir), config["nip_run"], force=allow_unfinished_nip)
     cycle = TrainingRun(out_dir, config, resume=resume)
 
