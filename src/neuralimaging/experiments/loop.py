@@ -43,6 +43,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from neuralimaging.device import keep_freed_memory
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.live import LiveLog
 from neuralimaging.experiments.rundir import RunDir, capture_rng_state, config_hash, restore_rng_state
@@ -53,6 +54,7 @@ __all__ = [
     "TrainingRun",
     "resolve_settings",
     "run_hash",
+    "training_dataset",
     "translate_config",
 ]
 
@@ -162,10 +164,25 @@ def resolve_settings(
     return config
 
 
+def training_dataset(data_dir: str | os.PathLike[str]) -> Any:
+    """The prepared dataset a trainer trains and validates on (:class:`~neuralimaging.data.dataset.Dataset`).
+
+    Raises:
+        InputError: the dataset lacks training or validation images (one line naming the folder).
+    """
+    from neuralimaging.data.dataset import Dataset
+
+    dataset = Dataset.load(data_dir)
+    if not dataset.train or not dataset.val:
+        raise InputError(f"{data_dir}: the dataset needs training and validation images")
+    return dataset
+
+
 class TrainingRun:
     """One call of a training run: the run cycle around a :class:`~neuralimaging.experiments.rundir.RunDir`.
 
-    Construction applies the resume rule and writes ``config.yaml``; :meth:`begin` restores the newest
+    Construction keeps freed tensor memory for reuse (:func:`~neuralimaging.device.keep_freed_memory`),
+    applies the resume rule and writes ``config.yaml``; :meth:`begin` restores the newest
     checkpoint (or starts ``metrics.jsonl`` afresh); :meth:`loop` trains, validates through the trainer's
     hooks, checkpoints and writes the summary.
 
@@ -180,6 +197,7 @@ class TrainingRun:
     """
 
     def __init__(self, out_dir: str | os.PathLike[str], config: Mapping[str, Any], *, resume: bool) -> None:
+        keep_freed_memory()  # no page faults per training step
         self.run = RunDir(out_dir)
         self.config = dict(config)
         self.hash = run_hash(self.config)

@@ -26,10 +26,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from neuralimaging.device import keep_freed_memory, resolve_device
+from neuralimaging.device import resolve_device
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.fidelity import DEFINITION, fidelity_images, nip_fidelity
-from neuralimaging.experiments.loop import TrainingRun, resolve_settings
+from neuralimaging.experiments.loop import TrainingRun, resolve_settings, training_dataset
 from neuralimaging.experiments.rundir import RunDir, check_nip_source, record_nip_source
 from neuralimaging.experiments.settings import check_manipulation_settings
 from neuralimaging.experiments.workflow import (
@@ -198,15 +198,6 @@ def _setting(config: Mapping[str, Any], key: str) -> Any:
 
 # ---------------------------------------------------------------------------------------------------------
 # pieces
-
-
-def _load_dataset(data_dir: str):
-    from neuralimaging.data.dataset import Dataset
-
-    dataset = Dataset.load(data_dir)
-    if not dataset.train or not dataset.val:
-        raise InputError(f"{data_dir}: the dataset needs training and validation images")
-    return dataset
 
 
 def _load_nip(nip_run: str, device: torch.device) -> nn.Module:
@@ -414,11 +405,10 @@ def train_manipulation(
 
     config = resolve_config({**config, "max_steps": max_steps} if max_steps is not None else config)
     device = resolve_device(device)
-    keep_freed_memory()  # reuse freed tensor memory: no page faults per step (docs/benchmarks.md, "CPU op choices")
     record_nip_source(RunDir(out_dir), config["nip_run"], force=allow_unfinished_nip)
     cycle = TrainingRun(out_dir, config, resume=resume)
 
-    dataset = _load_dataset(config["data"])
+    dataset = training_dataset(config["data"])
     val_rggb = _validation_set(config, dataset.val)
     val_images = fidelity_images(dataset.val, config.get("val_images"))
     workflow = _build(config, device)
@@ -592,7 +582,7 @@ def evaluate(
     workflow, config = load_workflow(run_dir, channel=channel, device=device)
     if patches is not None:
         config = {**config, "val_patches": int(patches)}
-    samples = _load_dataset(config["data"]).split(split)
+    samples = training_dataset(config["data"]).split(split)
     measured = fidelity_images(samples, images) if fidelity else None
     result = validate(workflow, _validation_set(config, samples), measured,
                       batch=int(config.get("val_batch", 50)), device=device)

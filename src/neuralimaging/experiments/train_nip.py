@@ -34,10 +34,10 @@ import torch
 import torch.nn as nn
 
 from neuralimaging.acquisition import nip as nip_module
-from neuralimaging.device import keep_freed_memory, resolve_device
+from neuralimaging.device import resolve_device
 from neuralimaging.errors import InputError
 from neuralimaging.experiments.fidelity import DEFINITION, fidelity_images, nip_fidelity
-from neuralimaging.experiments.loop import TrainingRun, resolve_settings
+from neuralimaging.experiments.loop import TrainingRun, resolve_settings, training_dataset
 from neuralimaging.experiments.rundir import RunDir
 from neuralimaging.experiments.settings import check_nip_settings
 from neuralimaging.experiments.workflow import PRECISIONS, resolve_precision
@@ -306,21 +306,17 @@ def train_nip(
         come from a validation at the last step (a run stopped by ``max_steps`` between validations is
         validated once more, outside ``metrics.jsonl``).
     """
-    from neuralimaging.data.dataset import Dataset
     from neuralimaging.data.patches import sample_patches
 
     config = resolve_config(config)
     if config["data"] is None:
         raise InputError("train_nip needs config['data']: a dataset folder made by `neuralimaging prepare`")
     dev = resolve_device(device)
-    keep_freed_memory()  # reuse freed tensor memory: no page faults per step
     precision = resolve_precision(config["precision"], dev)
     cycle = TrainingRun(out_dir, config, resume=resume)
     run = cycle.run
 
-    dataset = Dataset.load(config["data"])
-    if not dataset.train or not dataset.val:
-        raise InputError(f"{config['data']}: the dataset needs training and validation images")
+    dataset = training_dataset(config["data"])
     torch.manual_seed(int(config["seed"]))
     model = _build_model(config, _camera_matrix(dataset), dataset.settings.get("gamma"))
     if config["init"] and not cycle.resuming:
