@@ -43,6 +43,14 @@ def test_fingerprint_match_localize(folders, tmp_path, capsys) -> None:
     same = {r["image"].split("/")[-1]: r for r in rows}
     assert all(same[f"test{i}.png"]["same_camera"] and same[f"test{i}.png"]["pce"] > 600 for i in range(3))
     assert not any(same[f"other{i}.png"]["same_camera"] for i in range(2))
+    # the matching settings reach prnu.match
+    image = prnu.load_image(folders / "test" / "test0.png")
+    k, _, _ = localization.load_camera_model(model)
+    for flags, settings in ((["--no-weighting"], {"weighting": None, "saturation": None}), (["--grid-pce"], {"grid": 8})):
+        assert main(["prnu", "match", "--model", str(model), "--json", *flags, str(folders / "test" / "test0.png")]) == 0
+        pce = json.loads(capsys.readouterr().out)["pce"]
+        assert pce == pytest.approx(prnu.match(k, image, **settings).pce, rel=1e-6)
+        assert pce != pytest.approx(same["test0.png"]["pce"], rel=1e-3)
 
     out = tmp_path / "maps"
     assert main(["prnu", "localize", "--model", str(model), "--out", str(out), "--tamper", "128", str(folders / "test")]) == 0

@@ -12,10 +12,27 @@ from neuralimaging.errors import InputError
 from neuralimaging.forensics.prnu.images import Color, ImageLike, _check_image, _to_numpy, to_gray
 from neuralimaging.forensics.prnu.residuals import DEFAULT_SIGMA, noise_residual
 
-__all__ = ["PCE_THRESHOLD", "MatchResult", "PCEResult", "crosscorr", "match", "ncc", "pce"]
+__all__ = [
+    "PCE_THRESHOLD",
+    "WEIGHTING_BLOCK",
+    "WEIGHTING_FLOOR",
+    "MatchResult",
+    "PCEResult",
+    "crosscorr",
+    "match",
+    "ncc",
+    "pce",
+    "weight_residual",
+]
 
 PCE_THRESHOLD = 60.0
 """The usual decision threshold on PCE for camera identification (Goljan et al. 2009)."""
+
+WEIGHTING_BLOCK = 8
+"""Tile side of :func:`weight_residual` in :func:`match`: the JPEG block."""
+
+WEIGHTING_FLOOR = 0.3
+"""Floor of :func:`weight_residual`'s variance, as a fraction of the median tile's mean square."""
 
 
 def _check_pair(a: np.ndarray, b: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +76,7 @@ class PCEResult:
     peak_value: float
 
 
-def pce(cc: np.ndarray, *, radius: int = 5, search: int | None = 0) -> PCEResult:
+def pce(cc: np.ndarray, *, radius: int = 5, search: int | None = 0, grid: int | None = None) -> PCEResult:
     """Peak-to-correlation energy ``sign(c_p) c_p^2 / mean(c^2 outside the peak's neighbourhood)``.
 
     Goljan, Fridrich & Filler, "Large scale test of sensor fingerprint camera identification" (2009).
@@ -70,6 +87,10 @@ def pce(cc: np.ndarray, *, radius: int = 5, search: int | None = 0) -> PCEResult
             around the edges (the correlation is circular).
         search: the peak is searched over shifts ``|dy|, |dx| <= search`` (0: aligned images, the peak is at
             zero shift); None, or a search as large as the image, searches every shift.
+        grid: take the energy only over shifts that differ from the peak's by multiples of ``grid`` in both
+            axes (8 for JPEG images): the images' block artifacts line up at those shifts alone, so there
+            the correlation spreads more than elsewhere, and the standard energy understates the spread the
+            peak is compared with. None: every shift (the standard PCE, the one :data:`PCE_THRESHOLD` is for).
 
     Returns:
         :class:`PCEResult` with the shift as signed ``(dy, dx)``.
@@ -80,6 +101,8 @@ def pce(cc: np.ndarray, *, radius: int = 5, search: int | None = 0) -> PCEResult
     h, w = c.shape
     if radius < 0 or (2 * radius + 1) >= min(h, w):
         raise InputError(f"pce: neighbourhood radius must be in [0, {(min(h, w) - 2) // 2}], got {radius}")
+    if grid is not None and not 1 <= grid <= min(h, w) // 4:
+        raise InputError(f"pce: grid must be in [1, {min(h, w) // 4}] for a {h}x{w} correlation, got {grid}")
     if search is None:
         flat = int(np.argmax(c))
         py, px = divmod(flat, w)
@@ -95,10 +118,56 @@ def pce(cc: np.ndarray, *, radius: int = 5, search: int | None = 0) -> PCEResult
     peak = float(c[py, px])
     keep = np.ones((h, w), dtype=bool)
     keep[np.ix_((py + np.arange(-radius, radius + 1)) % h, (px + np.arange(-radius, radius + 1)) % w)] = False
+    if grid is not None:
+        keep &= ((np.arange(h) - py) % grid == 0)[:, None] & ((np.arange(w) - px) % grid == 0)[None, :]
     energy = float(np.mean(c[keep] ** 2))
     value = math.copysign(peak * peak, peak) / energy if energy > 0 else 0.0
     shift = (py - h if py > h // 2 else py, px - w if px > w // 2 else px)
     return PCEResult(pce=value, peak=shift, peak_value=peak)
+
+
+def weight_residual(
+    residual: np.ndarray,
+    *,
+    block: int = WEIGHTING_BLOCK,
+    floor: float = WEIGHTING_FLOOR,
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """The residual divided by its variance, estimated tile by tile: ``W / (v_tile + floor median(v))``.
+
+    The correlation detector for a residual whose noise variance changes across the image (the matched
+    filter ``sum W T / sigma^2``): texture that leaks into ``W`` and JPEG quantization error, which is
+    block-wise, count less; quiet areas count more. ``v_tile`` is the mean of ``W^2`` over ``block x block``
+    tiles from the top-left pixel (the JPEG grid of an uncropped photo; the last row and column of tiles
+    may be smaller); the floor bounds the weight of the quietest tiles.
+
+    Args:
+        residual: ``(H, W)`` noise residual from :func:`noise_residual`.
+        block: tile side in pixels (>= 1).
+        floor: the floor as a fraction of the median tile variance (> 0).
+        mask: ``(H, W)`` bool, the pixels to use (e.g. not clipped); the others are left out of the tile
+            variances and the median and set to zero. None uses every pixel.
+
+    Returns:
+        float32 ``(H, W)``.
+    """
+    w = np.asarray(_to_numpy(residual), dtype=np.float64)
+    if w.ndim != 2:
+        raise InputError(f"weight_residual: expected an (H, W) residual, got shape {w.shape}")
+    if block < 1 or floor <= 0:
+        raise InputError(f"weight_residual: block must be >= 1 and floor > 0, got block {block}, floor {floor}")
+    valid = np.ones(w.shape, bool) if mask is None else np.asarray(mask, dtype=bool)
+    if valid.shape != w.shape:
+        raise InputError(f"weight_residual: mask shape {valid.shape} differs from the residual's {w.shape}")
+    w = np.where(valid, w, 0.0)
+    starts = [np.arange(0, n, block) for n in w.shape]
+    sizes = [np.diff(np.append(s, n)) for s, n in zip(starts, w.shape, strict=True)]
+    sums = np.add.reduceat(np.add.reduceat(w * w, starts[0], axis=0), starts[1], axis=1)
+    counts = np.add.reduceat(np.add.reduceat(valid.astype(np.float64), starts[0], axis=0), starts[1], axis=1)
+    variance = sums / np.maximum(counts, 1.0)
+    used = variance[counts > 0]
+    variance += floor * (float(np.median(used)) if used.size else 0.0) + 1e-30
+    return (w / np.repeat(np.repeat(variance, sizes[0], axis=0), sizes[1], axis=1)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -124,26 +193,33 @@ def match(
     radius: int = 5,
     search: int | None = 0,
     residual: np.ndarray | None = None,
-    saturation: float | None = None,
+    saturation: float | None = 254.0 / 255.0,
+    weighting: int | None = WEIGHTING_BLOCK,
+    grid: int | None = None,
 ) -> MatchResult:
-    """Test whether ``image`` carries fingerprint ``k``: correlate its residual ``W`` with ``I K``.
+    """Test whether ``image`` carries fingerprint ``k``: correlate its weighted residual ``W`` with ``I K``.
 
     Args:
         k: fingerprint ``(H, W)`` from :func:`fingerprint`.
         image: ``(3, H, W)`` / ``(H, W)`` in [0, 1] of the same size.
         sigma, color: residual settings (use the fingerprint's).
-        radius, search: PCE settings (see :func:`pce`).
-        residual: the image's residual if already computed (:func:`noise_residual`).
+        radius, search, grid: PCE settings (see :func:`pce`).
+        residual: the image's residual if already computed (:func:`noise_residual`), before weighting.
         saturation: leave pixels at or above this intensity in any channel out of ``I K`` (clipped pixels carry
             no PRNU); None keeps every pixel.
+        weighting: tile side of :func:`weight_residual`, applied to ``W`` before the correlation; None
+            correlates ``W`` as it is (the Goljan toolbox's detector).
     """
     kk = np.asarray(_to_numpy(k), dtype=np.float32)
     checked = _check_image(image)
     if kk.shape != checked.shape[-2:]:
         raise InputError(f"match: image size {checked.shape[-2]}x{checked.shape[-1]} differs from the fingerprint's {kk.shape[0]}x{kk.shape[1]}")
     w = noise_residual(checked, sigma=sigma, color=color) if residual is None else residual
+    keep = checked.max(axis=0) < saturation if saturation is not None else None
+    if weighting is not None:
+        w = weight_residual(w, block=weighting, mask=keep)
     signal = to_gray(checked) * kk
-    if saturation is not None:
-        signal *= checked.max(axis=0) < saturation
-    result = pce(crosscorr(w, signal), radius=radius, search=search)
+    if keep is not None:
+        signal *= keep
+    result = pce(crosscorr(w, signal), radius=radius, search=search, grid=grid)
     return MatchResult(pce=result.pce, ncc=ncc(w, signal), peak=result.peak)

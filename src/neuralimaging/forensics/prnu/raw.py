@@ -209,4 +209,5 @@ def match_raw(
             f"{mosaic.path}: mosaic {mosaic.values.shape[0]}x{mosaic.values.shape[1]} differs from the "
             f"fingerprint's {kk.shape[0]}x{kk.shape[1]}"
         )
-    return match(kk, mosaic.values, radius=radius, search=search, residual=raw_noise_residual(mosaic, sigma=sigma))
+    return match(kk, mosaic.values, radius=radius, search=search, residual=raw_noise_residual(mosaic, sigma=sigma),
+                 saturation=None, weighting=None)
