@@ -15,10 +15,15 @@ Every shot is developed with the python ISP and saved as a JPEG by libjpeg (Pill
 each quality. A fingerprint is estimated from the 10 flat fields of a body at that quality and matched with
 every photo of all four bodies (aligned, ``search=0``). Reported per setting and quality: PCE of the 3 weakest
 same-camera photos, the median, the number under the threshold 60, and the largest other-camera PCE, split
-into the same model's other body and the other model.
+into the same model's other body and the other model, with the count over 60.
+
+Settings: ``default`` is ``prnu.match`` as shipped, ``before`` the matching before the weighted residual and
+the saturation mask became its defaults; ``*+grid-pce`` take the PCE energy on the 8x8 grid only; the others
+vary ``before``. ``--seed`` picks an independent data set (0: the set the defaults were chosen on; 1:
+validation; 2: the test set of ``docs/analysis.md``); use one ``--work`` folder per seed.
 
     python benchmarks/prnu_jpeg.py --work /tmp/prnu-jpeg                  # data (first run) + all settings
-    python benchmarks/prnu_jpeg.py --work /tmp/prnu-jpeg --settings default,grid8 --json out.json
+    python benchmarks/prnu_jpeg.py --work /tmp/prnu-jpeg-2 --seed 2 --settings before,default --json out.json
     python benchmarks/prnu_jpeg.py --work /tmp/prnu-jpeg --crop 512      # quarter shots: 4x faster, PCE ~4x lower
 """
 
@@ -48,14 +53,16 @@ FLATS = 10
 # ------------------------------------------------------------------------------------------------- data
 
 
-def _bodies() -> dict[str, object]:
+def _bodies(seed: int = 0) -> dict[str, object]:
+    """The four bodies; data set ``seed`` > 0 gives every body another PRNU pattern."""
     from neuralimaging.acquisition.virtual_camera import CAMERAS
 
     bodies = {}
     for name in ("nikon-d90", "canon-5d2"):
         profile = CAMERAS[name]
-        bodies[f"{name}-a"] = dataclasses.replace(profile, name=f"{name}-a")
-        bodies[f"{name}-b"] = dataclasses.replace(profile, name=f"{name}-b", prnu_seed=profile.prnu_seed + 1)
+        base = profile.prnu_seed + 1000 * seed
+        bodies[f"{name}-a"] = dataclasses.replace(profile, name=f"{name}-a", prnu_seed=base)
+        bodies[f"{name}-b"] = dataclasses.replace(profile, name=f"{name}-b", prnu_seed=base + 1)
     return bodies
 
 
@@ -99,18 +106,21 @@ def make_scenes(folder: Path, seed: int = 0) -> list[Path]:
     return paths
 
 
-def make_data(work: Path) -> dict[str, dict[str, list[Path]]]:
-    """Developed shots (8-bit PNG) per body: ``{"flat": [...], "photo": [...]}``; cached in ``work``."""
+def make_data(work: Path, seed: int = 0) -> dict[str, dict[str, list[Path]]]:
+    """Developed shots (8-bit PNG) per body: ``{"flat": [...], "photo": [...]}``; cached in ``work``.
+
+    ``seed`` picks the data set: other scenes, shots, flat fields and PRNU patterns for every value (0 is the
+    set the matching settings were chosen on, 1 the held-out set)."""
     from neuralimaging.acquisition.isp import develop
     from neuralimaging.acquisition.virtual_camera import synthesize, synthesize_flat_fields
     from neuralimaging.io import save_image
 
-    scenes = sorted((work / "scenes").glob("*.png")) or make_scenes(work / "scenes")
+    scenes = sorted((work / "scenes").glob("*.png")) or make_scenes(work / "scenes", seed)
     data: dict[str, dict[str, list[Path]]] = {}
-    for index, (name, body) in enumerate(_bodies().items()):
+    for index, (name, body) in enumerate(_bodies(seed).items()):
         raw = work / "raw" / name
-        flats = synthesize_flat_fields(body, raw / "flat", FLATS, seed=index, size=SIZE)
-        shots = synthesize(scenes, body, raw / "photo", shots_per_photo=1, seed=100 + index, size=SIZE)
+        flats = synthesize_flat_fields(body, raw / "flat", FLATS, seed=1000 * seed + index, size=SIZE)
+        shots = synthesize(scenes, body, raw / "photo", shots_per_photo=1, seed=1000 * seed + 100 + index, size=SIZE)
         data[name] = {}
         for kind, paths in (("flat", flats), ("photo", shots)):
             developed = []
@@ -151,16 +161,23 @@ def jpeg(path: Path, quality: int) -> np.ndarray:
 
 Setting = dict[str, object]
 
+BEFORE: Setting = {"weighting": None, "saturation": None}
+"""``prnu.match`` before the residual weighting and the saturation mask became its defaults."""
+
 SETTINGS: dict[str, Setting] = {
-    "default": {},
-    "sigma5": {"sigma": 5.0},
-    "radius2": {"radius": 2},
-    "grid8": {"period": 8},
-    "saturation": {"saturation": 254 / 255},
-    "whiten": {"weighted": 16},
-    "whiten+saturation": {"weighted": 16, "saturation": 254 / 255, "floor": 1.0},
-    "whiten0.1+saturation": {"weighted": 16, "saturation": 254 / 255, "floor": 0.1},
-    "template-k": {"template": "k"},
+    "default": {},  # prnu.match as shipped: weighted residual, clipped pixels out of I K
+    "before": BEFORE,
+    "default+grid-pce": {"grid": 8},
+    "before+grid-pce": {**BEFORE, "grid": 8},
+    # variations of the matching before the change (measured against "before")
+    "sigma5": {**BEFORE, "sigma": 5.0},
+    "radius2": {**BEFORE, "radius": 2},
+    "grid8": {**BEFORE, "period": 8},
+    "saturation": {**BEFORE, "saturation": 254 / 255},
+    "whiten": {**BEFORE, "whiten": 16},
+    "whiten+saturation": {**BEFORE, "whiten": 16, "saturation": 254 / 255, "floor": 1.0},
+    "whiten0.1+saturation": {**BEFORE, "whiten": 16, "saturation": 254 / 255, "floor": 0.1},
+    "template-k": {**BEFORE, "template": "k"},
 }
 
 
@@ -195,7 +212,8 @@ def run_setting(setting: Setting, data: dict, quality: int, cache: dict) -> dict
     sigma = float(setting.get("sigma", prnu.DEFAULT_SIGMA))
     radius = int(setting.get("radius", 5))
     period = int(setting.get("period", 2))
-    weighted = int(setting.get("weighted", 0))
+    whiten = int(setting.get("whiten", 0))
+    options = {name: setting[name] for name in ("saturation", "weighting", "grid") if name in setting}
     key = (quality, sigma, period)
     original = prnu.zero_mean
     prnu.zero_mean = _zero_mean_period(period)
@@ -215,14 +233,13 @@ def run_setting(setting: Setting, data: dict, quality: int, cache: dict) -> dict
     fingerprints, residuals = cache[key]
     rows = []
     for (body, stem), (image, residual) in residuals.items():
-        if weighted:
-            residual = _local_whiten(residual, weighted, setting.get("floor"))  # type: ignore[arg-type]
+        if whiten:
+            residual = _local_whiten(residual, whiten, setting.get("floor"))  # type: ignore[arg-type]
         for model_body, k in fingerprints.items():
             if setting.get("template") == "k":  # prnu-python's: W against K alone, no intensity
                 pce = prnu.pce(prnu.crosscorr(residual, k), radius=radius).pce
             else:
-                pce = prnu.match(k, image, sigma=sigma, residual=residual, radius=radius,
-                                 saturation=setting.get("saturation")).pce  # type: ignore[arg-type]
+                pce = prnu.match(k, image, sigma=sigma, residual=residual, radius=radius, **options).pce  # type: ignore[arg-type]
             rows.append({"photo_body": body, "photo": stem, "kind": stem.split("_")[1], "fingerprint": model_body,
                          "pce": pce})
     return summarize(rows)
@@ -241,6 +258,8 @@ def summarize(rows: list[dict]) -> dict:
         "same_photos": len(same),
         "sibling_max": max(sibling),
         "other_model_max": max(other),
+        "other_above_60": sum(p > prnu.PCE_THRESHOLD for p in sibling + other),
+        "others": len(sibling) + len(other),
         "other_strongest": max((r for r in rows if r["photo_body"] != r["fingerprint"]), key=lambda r: r["pce"]),
         "rows": rows,
     }
@@ -249,6 +268,8 @@ def summarize(rows: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", required=True, help="folder for the virtual-camera data (reused when present)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="data set: 0 (the set the settings were chosen on), 1 (held out), ...; one --work per seed")
     parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated setting names")
     parser.add_argument("--qualities", default=",".join(map(str, QUALITIES)))
     parser.add_argument("--json", default=None, help="write all figures here")
@@ -257,7 +278,7 @@ def main() -> None:
     global CROP
     CROP = args.crop
     start = time.perf_counter()
-    data = make_data(Path(args.work))
+    data = make_data(Path(args.work), args.seed)
     print(f"data ready in {time.perf_counter() - start:.0f} s")
     results: dict = {}
     for quality in (int(q) for q in args.qualities.split(",")):
@@ -270,7 +291,8 @@ def main() -> None:
             kinds = ", ".join(f"{k} {v:.0f}" for k, v in figures["same_by_kind_min"].items())
             print(f"q{quality} {name:<14} weakest same {weakest} (median {figures['same_median']:.0f}, "
                   f"{figures['same_below_60']}/{figures['same_photos']} <= 60; min by kind: {kinds}) | "
-                  f"other body max {figures['sibling_max']:.1f}, other model max {figures['other_model_max']:.1f} "
+                  f"other body max {figures['sibling_max']:.1f}, other model max {figures['other_model_max']:.1f}, "
+                  f"{figures['other_above_60']}/{figures['others']} > 60 "
                   f"[{time.perf_counter() - t0:.0f} s]", flush=True)
             strongest = figures["other_strongest"]
             print(f"    strongest other-camera: {strongest['photo_body']}/{strongest['photo']} against "
