@@ -172,7 +172,8 @@ def weight_residual(
 
 @dataclass(frozen=True)
 class MatchResult:
-    """How well an image's residual matches a fingerprint: PCE (with peak shift) and NCC at zero shift."""
+    """How well an image's residual matches a fingerprint: PCE (with peak shift) and NCC at zero shift, both of
+    the residual as correlated (weighted unless ``weighting=None``) against ``I K``."""
 
     pce: float
     ncc: float
