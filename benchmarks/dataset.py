@@ -16,14 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from neuralimaging.acquisition.isp import develop
-from neuralimaging.acquisition.virtual_camera import CAMERAS, synthesize
+from neuralimaging.acquisition.virtual_camera import CAMERAS, shots_megapixels, synthesize
 from neuralimaging.data.dataset import prepare
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2)))
+from neuralimaging.metrics import psnr
 
 
 def _cpu() -> float:
@@ -35,7 +33,7 @@ def _cpu() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cameras", nargs="+", default=list(CAMERAS), choices=list(CAMERAS))
-    parser.add_argument("--shots", type=int, default=16)
+    parser.add_argument("--shots", type=int, default=8, help="shots per photo (default: 8, as make demo)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--out", type=Path, default=None, help="keep the data here (default: a temporary folder)")
     parser.add_argument("--psnr-shots", type=int, default=1, metavar="K",
@@ -55,12 +53,12 @@ def main() -> None:
         report = prepare(root / "raw" / name, root / "prepared" / name, camera=name, workers=args.workers)
         prep = time.perf_counter() - start
         cpu = _cpu() - cpu
-        mp = len(paths) * CAMERAS[name].megapixels
+        mp = shots_megapixels(root / "raw" / name, paths)
         print(f"{name}: {len(paths)} shots, {mp:.1f} MP, synth {synth:.1f} s, prepare {prep:.1f} s "
               f"({report.train}/{report.val} split); CPU {cpu:.1f} s")
         if args.psnr_shots:
             chosen = [p for p in paths if int(p.stem.rsplit("_", 1)[1]) < args.psnr_shots]
-            values = [_psnr(develop(p, "python"), develop(p, "libraw")) for p in chosen]
+            values = [psnr(torch.from_numpy(develop(p, "python")), torch.from_numpy(develop(p, "libraw"))) for p in chosen]
             psnrs += values
             print(f"  python vs libraw on {len(chosen)} shots: {min(values):.1f}-{max(values):.1f} dB, "
                   f"mean {np.mean(values):.1f} dB")

@@ -110,7 +110,7 @@ def make_data(work: Path, seed: int = 0) -> dict[str, dict[str, list[Path]]]:
     """Developed shots (8-bit PNG) per body: ``{"flat": [...], "photo": [...]}``; cached in ``work``.
 
     ``seed`` picks the data set: other scenes, shots, flat fields and PRNU patterns for every value (0 is the
-    set the matching settings were chosen on, 1 the held-out set)."""
+    set the matching settings were chosen on, 1 the validation set, 2 the test set)."""
     from neuralimaging.acquisition.isp import develop
     from neuralimaging.acquisition.virtual_camera import synthesize, synthesize_flat_fields
     from neuralimaging.io import save_image
@@ -269,7 +269,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", required=True, help="folder for the virtual-camera data (reused when present)")
     parser.add_argument("--seed", type=int, default=0,
-                        help="data set: 0 (the set the settings were chosen on), 1 (held out), ...; one --work per seed")
+                        help="data set: 0 (the set the settings were chosen on), 1 (validation), 2 (test), ...; one --work per seed")
     parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated setting names")
     parser.add_argument("--qualities", default=",".join(map(str, QUALITIES)))
     parser.add_argument("--json", default=None, help="write all figures here")

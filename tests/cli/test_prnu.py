@@ -105,6 +105,9 @@ def test_raw_domain_fingerprint_from_flat_fields(tmp_path, capsys) -> None:
     assert all(r["pce"] > 2 * prnu.PCE_THRESHOLD for name, r in rows.items() if name.startswith("nikon"))  # 290-2066 measured
     assert not any(r["same_camera"] for name, r in rows.items() if name.startswith("canon"))
     assert len(rows) == 18 and "broken.dng" in captured.err
+    one = next(shots.glob("*.dng"))
+    assert main(["prnu", "match", "--model", str(model), "--json", "--grid-pce", str(one)]) == 0
+    assert json.loads(capsys.readouterr().out)["pce"] == pytest.approx(prnu.match_raw(k, one, grid=8).pce, rel=1e-6)
     # a RAW-domain model matches RAW files only, and does not localize
     assert main(["prnu", "match", "--model", str(model), str(tmp_path / "x.png")]) == 2
     assert "expected a RAW file" in capsys.readouterr().err

@@ -77,11 +77,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     mt.add_argument("--search", type=int, default=0, help="search the PCE peak over shifts up to this (default: 0, aligned)")
     mt.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     mt.add_argument("--no-weighting", action="store_true",
-                    help="correlate the residual as it is, as the Goljan toolbox does (default: divided by its variance "
-                         "in 8x8 tiles, clipped pixels left out; developed images only)")
+                    help="correlate the residual as it is, as the Goljan toolbox does (default for developed images: "
+                         "divided by its variance in 8x8 tiles, clipped pixels left out; RAW matching is never weighted)")
     mt.add_argument("--grid-pce", action="store_true",
-                    help="PCE energy over shifts on the 8x8 JPEG grid only: no inflation from aligned JPEG blocks "
-                         "(for photos at JPEG quality 75 or lower); the threshold of 60 was set for the standard PCE")
+                    help="PCE energy over shifts on the 8x8 JPEG grid only (see docs/analysis.md); the threshold of 60 "
+                         "was set for the standard PCE")
     mt.set_defaults(func=run_match)
 
     lz = sub.add_parser("localize", parents=[common], help="tampering probability maps from a camera model")
@@ -142,7 +142,7 @@ def run_match(args: argparse.Namespace) -> int:
 
     def work(path: Path) -> None:
         if raw:
-            result = prnu.match_raw(k, path, sigma=sigma, search=args.search)
+            result = prnu.match_raw(k, path, sigma=sigma, search=args.search, grid=8 if args.grid_pce else None)
         else:
             weighting = {"weighting": None, "saturation": None} if args.no_weighting else {}
             result = prnu.match(k, prnu.load_image(path), sigma=sigma, color=meta.get("color", "gray"), search=args.search,

@@ -35,6 +35,9 @@ class TestMatching:
         # the default: the mask and the weighted residual
         weighted = prnu.pce(prnu.crosscorr(prnu.weight_residual(residual, mask=keep), prnu.to_gray(bright) * fingerprint_a * keep))
         assert prnu.match(fingerprint_a, bright).pce == pytest.approx(weighted.pce, rel=1e-5)
+        # weighted without the template mask: the weights still leave clipped pixels out
+        unmasked = prnu.pce(prnu.crosscorr(prnu.weight_residual(residual, mask=keep), prnu.to_gray(bright) * fingerprint_a))
+        assert prnu.match(fingerprint_a, bright, saturation=None).pce == pytest.approx(unmasked.pce, rel=1e-5)
         # nothing clipped: the mask changes nothing
         image = cameras["test_a"][0] * 0.5
         unmasked = prnu.match(fingerprint_a, image, saturation=None).pce
@@ -103,8 +106,12 @@ class TestWeighting:
     def test_bad_settings(self, kwargs) -> None:
         with pytest.raises(InputError, match="block must be"):
             prnu.weight_residual(np.ones((16, 16)), **kwargs)
+
+    def test_bad_shapes(self) -> None:
         with pytest.raises(InputError, match="expected an"):
             prnu.weight_residual(np.ones((2, 16, 16)))
+        with pytest.raises(InputError, match="mask shape"):
+            prnu.weight_residual(np.ones((16, 16)), mask=np.ones((16, 8), bool))
 
 
 def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
@@ -201,18 +208,27 @@ class TestPCE:
         with pytest.raises(InputError, match="grid"):
             prnu.pce(np.zeros((32, 32)), radius=2, grid=9)
 
-    @pytest.mark.parametrize("peak", [(0, 0), (11, 5)])
-    def test_grid_energy_over_congruent_shifts(self, peak) -> None:
-        cc = np.random.default_rng(6).normal(0, 1, (64, 48))
+    @pytest.mark.parametrize("shape", [(64, 48), (60, 44)])
+    @pytest.mark.parametrize("peak", [(0, 0), (11, 5), (57, 40)])
+    def test_grid_energy_over_shifts_on_the_grid(self, shape, peak) -> None:
+        """Shifts whose signed offset from the peak (the shorter way round) is a multiple of 8 in both axes."""
+        h, w = shape
+        cc = np.random.default_rng(6).normal(0, 1, shape)
         cc[peak] = 200.0
-        keep = np.zeros(cc.shape, bool)
-        keep[peak[0] % 8 :: 8, peak[1] % 8 :: 8] = True
-        for dy in range(-2, 3):
-            for dx in range(-2, 3):
-                keep[(peak[0] + dy) % 64, (peak[1] + dx) % 48] = False
+
+        def offset(index: int, at: int, n: int) -> int:
+            return min(index - at, index - at - n, index - at + n, key=abs)
+
+        keep = np.array([[offset(i, peak[0], h) % 8 == 0 and offset(j, peak[1], w) % 8 == 0
+                          and (abs(offset(i, peak[0], h)) > 2 or abs(offset(j, peak[1], w)) > 2)
+                          for j in range(w)] for i in range(h)])
         result = prnu.pce(cc, radius=2, search=None, grid=8)
-        assert result.peak == peak
+        assert (result.peak[0] % h, result.peak[1] % w) == peak
         assert result.pce == pytest.approx(200.0**2 / np.mean(cc[keep] ** 2), rel=1e-9)
+
+    def test_grid_with_no_shift_left(self) -> None:
+        with pytest.raises(InputError, match="no shift on the grid"):
+            prnu.pce(np.random.default_rng(0).normal(size=(34, 34)), radius=16, grid=8)
 
     def test_grid_pce_is_calibrated_when_the_spread_follows_the_grid(self) -> None:
         """Two independent residuals whose variance is 9x on the 8x8 block borders (JPEG blocking): at zero shift

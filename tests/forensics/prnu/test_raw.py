@@ -78,6 +78,13 @@ class TestRawDomain:
         assert min(same) > 2 * prnu.PCE_THRESHOLD  # 313-2269 measured
         assert max(other) < prnu.PCE_THRESHOLD  # -5.3..1.7 measured
 
+    def test_match_raw_is_unweighted(self, shots, k_flat) -> None:
+        """The residual of the mosaic against I K as it is: no tile weighting, no saturation mask."""
+        path = shots["photos_a"][0]
+        mosaic = prnu.read_mosaic(path)
+        by_hand = prnu.pce(prnu.crosscorr(prnu.raw_noise_residual(mosaic), mosaic.values * k_flat))
+        assert prnu.match_raw(k_flat, path).pce == pytest.approx(by_hand.pce, rel=1e-5)
+
     def test_bad_inputs(self, shots, tmp_path) -> None:
         from neuralimaging.acquisition.dng import write_dng
         from neuralimaging.acquisition.virtual_camera import synthesize_flat_fields

@@ -87,10 +87,9 @@ def pce(cc: np.ndarray, *, radius: int = 5, search: int | None = 0, grid: int | 
             around the edges (the correlation is circular).
         search: the peak is searched over shifts ``|dy|, |dx| <= search`` (0: aligned images, the peak is at
             zero shift); None, or a search as large as the image, searches every shift.
-        grid: take the energy only over shifts that differ from the peak's by multiples of ``grid`` in both
-            axes (8 for JPEG images): the images' block artifacts line up at those shifts alone, so there
-            the correlation spreads more than elsewhere, and the standard energy understates the spread the
-            peak is compared with. None: every shift (the standard PCE, the one :data:`PCE_THRESHOLD` is for).
+        grid: take the energy only over shifts whose signed difference from the peak's is a multiple of
+            ``grid`` in both axes (8: the JPEG grid; ``docs/analysis.md``). None: every shift (the standard
+            PCE, the one :data:`PCE_THRESHOLD` is for).
 
     Returns:
         :class:`PCEResult` with the shift as signed ``(dy, dx)``.
@@ -118,8 +117,12 @@ def pce(cc: np.ndarray, *, radius: int = 5, search: int | None = 0, grid: int | 
     peak = float(c[py, px])
     keep = np.ones((h, w), dtype=bool)
     keep[np.ix_((py + np.arange(-radius, radius + 1)) % h, (px + np.arange(-radius, radius + 1)) % w)] = False
-    if grid is not None:
-        keep &= ((np.arange(h) - py) % grid == 0)[:, None] & ((np.arange(w) - px) % grid == 0)[None, :]
+    if grid is not None:  # signed circular offsets from the peak, so that wrapped shifts keep their phase
+        dy = (np.arange(h) - py + h // 2) % h - h // 2
+        dx = (np.arange(w) - px + w // 2) % w - w // 2
+        keep &= (dy % grid == 0)[:, None] & (dx % grid == 0)[None, :]
+        if not keep.any():
+            raise InputError(f"pce: no shift on the grid of {grid} lies outside the peak's neighbourhood of radius {radius}")
     energy = float(np.mean(c[keep] ** 2))
     value = math.copysign(peak * peak, peak) / energy if energy > 0 else 0.0
     shift = (py - h if py > h // 2 else py, px - w if px > w // 2 else px)
@@ -127,7 +130,7 @@ def pce(cc: np.ndarray, *, radius: int = 5, search: int | None = 0, grid: int | 
 
 
 def weight_residual(
-    residual: np.ndarray,
+    residual: ImageLike,
     *,
     block: int = WEIGHTING_BLOCK,
     floor: float = WEIGHTING_FLOOR,
@@ -135,11 +138,9 @@ def weight_residual(
 ) -> np.ndarray:
     """The residual divided by its variance, estimated tile by tile: ``W / (v_tile + floor median(v))``.
 
-    The correlation detector for a residual whose noise variance changes across the image (the matched
-    filter ``sum W T / sigma^2``): texture that leaks into ``W`` and JPEG quantization error, which is
-    block-wise, count less; quiet areas count more. ``v_tile`` is the mean of ``W^2`` over ``block x block``
-    tiles from the top-left pixel (the JPEG grid of an uncropped photo; the last row and column of tiles
-    may be smaller); the floor bounds the weight of the quietest tiles.
+    ``v_tile`` is the mean of ``W^2`` over ``block x block`` tiles from the top-left pixel (the JPEG grid of an
+    uncropped photo; the last row and column of tiles may be smaller). Why and how much it helps:
+    ``docs/analysis.md``.
 
     Args:
         residual: ``(H, W)`` noise residual from :func:`noise_residual`.
@@ -172,8 +173,10 @@ def weight_residual(
 
 @dataclass(frozen=True)
 class MatchResult:
-    """How well an image's residual matches a fingerprint: PCE (with peak shift) and NCC at zero shift, both of
-    the residual as correlated (weighted unless ``weighting=None``) against ``I K``."""
+    """How well an image's residual matches a fingerprint: PCE (with peak shift) and NCC at zero shift.
+
+    Both are of the residual as correlated (weighted unless ``weighting=None``) against ``I K``.
+    """
 
     pce: float
     ncc: float
@@ -208,17 +211,19 @@ def match(
         residual: the image's residual if already computed (:func:`noise_residual`), before weighting.
         saturation: leave pixels at or above this intensity in any channel out of ``I K`` (clipped pixels carry
             no PRNU); None keeps every pixel.
-        weighting: tile side of :func:`weight_residual`, applied to ``W`` before the correlation; None
-            correlates ``W`` as it is (the Goljan toolbox's detector).
+        weighting: tile side of :func:`weight_residual`, applied to ``W`` before the correlation, with the
+            pixels at or above ``saturation`` (254/255 when that is None) left out of it; None correlates
+            ``W`` as it is (the Goljan toolbox's detector).
     """
     kk = np.asarray(_to_numpy(k), dtype=np.float32)
     checked = _check_image(image)
     if kk.shape != checked.shape[-2:]:
         raise InputError(f"match: image size {checked.shape[-2]}x{checked.shape[-1]} differs from the fingerprint's {kk.shape[0]}x{kk.shape[1]}")
     w = noise_residual(checked, sigma=sigma, color=color) if residual is None else residual
-    keep = checked.max(axis=0) < saturation if saturation is not None else None
-    if weighting is not None:
-        w = weight_residual(w, block=weighting, mask=keep)
+    brightest = checked.max(axis=0)
+    keep = brightest < saturation if saturation is not None else None
+    if weighting is not None:  # clipped areas carry no residual: left in, they would pull the floor to zero
+        w = weight_residual(w, block=weighting, mask=keep if keep is not None else brightest < 254.0 / 255.0)
     signal = to_gray(checked) * kk
     if keep is not None:
         signal *= keep

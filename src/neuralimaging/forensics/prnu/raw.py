@@ -199,9 +199,10 @@ def match_raw(
     sigma: float = DEFAULT_SIGMA,
     radius: int = 5,
     search: int | None = 0,
+    grid: int | None = None,
 ) -> MatchResult:
     """:func:`match` for a RAW file against a :func:`raw_fingerprint`: the mosaic's residual ``W`` against
-    ``I K`` on the sensor's sites."""
+    ``I K`` on the sensor's sites, unweighted (``radius``, ``search``, ``grid``: see :func:`pce`)."""
     mosaic = read_mosaic(path)
     kk = np.asarray(_to_numpy(k), dtype=np.float32)
     if kk.shape != mosaic.values.shape:
@@ -209,5 +210,5 @@ def match_raw(
             f"{mosaic.path}: mosaic {mosaic.values.shape[0]}x{mosaic.values.shape[1]} differs from the "
             f"fingerprint's {kk.shape[0]}x{kk.shape[1]}"
         )
-    return match(kk, mosaic.values, radius=radius, search=search, residual=raw_noise_residual(mosaic, sigma=sigma),
-                 saturation=None, weighting=None)
+    return match(kk, mosaic.values, radius=radius, search=search, grid=grid,
+                 residual=raw_noise_residual(mosaic, sigma=sigma), saturation=None, weighting=None)
