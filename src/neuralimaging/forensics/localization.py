@@ -29,7 +29,7 @@ import torch
 from scipy.ndimage import uniform_filter
 
 from neuralimaging.errors import InputError
-from neuralimaging.forensics.prnu import DEFAULT_SIGMA, noise_residual, to_gray
+from neuralimaging.forensics.prnu import DEFAULT_SIGMA, SATURATION, noise_residual, to_gray
 from neuralimaging.forensics.prnu.images import _check_image
 
 __all__ = [
@@ -138,7 +138,7 @@ _N_FEATURES = 10
 
 
 def content_features(
-    intensity: np.ndarray, ys: np.ndarray, xs: np.ndarray, window: int, *, saturation: float = 254.0 / 255.0
+    intensity: np.ndarray, ys: np.ndarray, xs: np.ndarray, window: int, *, saturation: float = SATURATION
 ) -> np.ndarray:
     """Features of the content in every window, for predicting the PRNU correlation (Chen et al. 2008).
 

@@ -35,7 +35,7 @@ Example:
 """
 
 from neuralimaging.forensics.prnu.fingerprints import fingerprint
-from neuralimaging.forensics.prnu.images import GRAY_WEIGHTS, load_image, to_gray
+from neuralimaging.forensics.prnu.images import GRAY_WEIGHTS, SATURATION, load_image, to_gray
 from neuralimaging.forensics.prnu.matching import (
     PCE_THRESHOLD,
     WEIGHTING_BLOCK,
@@ -71,6 +71,7 @@ __all__ = [
     "GRAY_WEIGHTS",
     "PCE_THRESHOLD",
     "RAW_WEIGHTS",
+    "SATURATION",
     "WEIGHTING_BLOCK",
     "WEIGHTING_FLOOR",
     "MatchResult",

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from neuralimaging.errors import InputError
-from neuralimaging.forensics.prnu.images import Color, ImageLike, _check_image, _iter_items, load_image, to_gray
+from neuralimaging.forensics.prnu.images import SATURATION, Color, ImageLike, _check_image, _iter_items, load_image, to_gray
 from neuralimaging.forensics.prnu.residuals import (
     DEFAULT_SIGMA,
     _check_color,
@@ -68,7 +68,7 @@ def fingerprint(
     *,
     sigma: float = DEFAULT_SIGMA,
     color: Color = "gray",
-    saturation: float | None = 254.0 / 255.0,
+    saturation: float | None = SATURATION,
     min_images: int = 2,
     batch_size: int = 8,
     workers: int | None = None,

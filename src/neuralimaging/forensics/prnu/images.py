@@ -12,10 +12,13 @@ import torch
 from neuralimaging.errors import InputError
 from neuralimaging.io import load_image
 
-__all__ = ["GRAY_WEIGHTS", "Color", "ImageLike", "load_image", "to_gray"]
+__all__ = ["GRAY_WEIGHTS", "SATURATION", "Color", "ImageLike", "load_image", "to_gray"]
 
 GRAY_WEIGHTS = (0.29893602, 0.58704307, 0.11402090)
 """RGB to grey weights (ITU-R BT.601, as in the Goljan toolbox's ``rgb2gray1``)."""
+
+SATURATION = 254.0 / 255.0
+"""Intensity in [0, 1] at or above which a pixel of a developed 8-bit image counts as clipped."""
 
 Color = Literal["gray", "rgb"]
 ImageLike = np.ndarray | torch.Tensor

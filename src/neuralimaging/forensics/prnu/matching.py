@@ -9,7 +9,7 @@ import numpy as np
 import scipy.fft
 
 from neuralimaging.errors import InputError
-from neuralimaging.forensics.prnu.images import Color, ImageLike, _check_image, _to_numpy, to_gray
+from neuralimaging.forensics.prnu.images import SATURATION, Color, ImageLike, _check_image, _to_numpy, to_gray
 from neuralimaging.forensics.prnu.residuals import DEFAULT_SIGMA, noise_residual
 
 __all__ = [
@@ -197,7 +197,7 @@ def match(
     radius: int = 5,
     search: int | None = 0,
     residual: np.ndarray | None = None,
-    saturation: float | None = 254.0 / 255.0,
+    saturation: float | None = SATURATION,
     weighting: int | None = WEIGHTING_BLOCK,
     grid: int | None = None,
 ) -> MatchResult:
@@ -212,7 +212,7 @@ def match(
         saturation: leave pixels at or above this intensity in any channel out of ``I K`` (clipped pixels carry
             no PRNU); None keeps every pixel.
         weighting: tile side of :func:`weight_residual`, applied to ``W`` before the correlation, with the
-            pixels at or above ``saturation`` (254/255 when that is None) left out of it; None correlates
+            pixels at or above ``saturation`` (:data:`SATURATION` when that is None) left out of it; None correlates
             ``W`` as it is (the Goljan toolbox's detector).
     """
     kk = np.asarray(_to_numpy(k), dtype=np.float32)
@@ -223,7 +223,7 @@ def match(
     brightest = checked.max(axis=0)
     keep = brightest < saturation if saturation is not None else None
     if weighting is not None:  # clipped areas carry no residual: left in, they would pull the floor to zero
-        w = weight_residual(w, block=weighting, mask=keep if keep is not None else brightest < 254.0 / 255.0)
+        w = weight_residual(w, block=weighting, mask=keep if keep is not None else brightest < SATURATION)
     signal = to_gray(checked) * kk
     if keep is not None:
         signal *= keep
