@@ -237,6 +237,12 @@ class TrainingRun:
     def total_steps(self) -> int:
         return int(self.config["epochs"]) * self.steps_per_epoch
 
+    def _live_log(self) -> LiveLog:
+        """The run's live log (``progress.json`` and TensorBoard), opened on first use."""
+        if self.live is None:
+            self.live = LiveLog(self.run.path, self.total_steps)
+        return self.live
+
     # -- start -----------------------------------------------------------------------------------------
     def begin(
         self,
@@ -259,7 +265,6 @@ class TrainingRun:
         if not self.resuming:
             if self.run.metrics_path.exists():  # a run killed before its first checkpoint starts over
                 self.run.metrics_path.unlink()
-            self.live = LiveLog(self.run.path, self.total_steps)  # progress.json and TensorBoard
             return None
         state = self.run.load_checkpoint(modules, optimizers, device=device)
         restore_rng_state(state, generators)
@@ -274,8 +279,6 @@ class TrainingRun:
         self.run.truncate_metrics("step", self.step)
         if self.stopped is not None and self.run.summary_path.is_file():
             self.summary = self.run.read_summary()
-        else:
-            self.live = LiveLog(self.run.path, self.total_steps)
         return state
 
     # -- during the run --------------------------------------------------------------------------------
@@ -286,8 +289,7 @@ class TrainingRun:
                 "cpu_time_s": round(self.cpu_time_s(), 3), **figures}
         self.run.append_metrics(line)
         self._records += 1
-        if self.live is not None:
-            self.live.validation(self.step, line)
+        self._live_log().validation(self.step, line)
         return line
 
     def validation_due(self, epoch: int) -> bool:
@@ -338,8 +340,7 @@ class TrainingRun:
         finished = self.stopped is not None  # restored from the checkpoint of a finished run
         self.bar = tqdm(total=total, initial=self.step, desc=desc, unit="step", disable=not progress or finished,
                         file=sys.stderr, dynamic_ncols=True)
-        if self.live is None:
-            self.live = LiveLog(self.run.path, total)
+        live = self._live_log()
         try:
             while self.stopped is None:
                 if self.step >= total:
@@ -353,7 +354,7 @@ class TrainingRun:
                 values = step(self.step)
                 self.step += 1
                 self.bar.update(1)
-                self.live.step(self.step, **values)
+                live.step(self.step, **values)
                 if self.step % self.steps_per_epoch:
                     continue
                 self.epoch += 1
@@ -365,7 +366,7 @@ class TrainingRun:
                     self.checkpoint(extras())
         finally:
             self.bar.close()
-            self.live.close()
+            live.close()
         if not finished:
             self.checkpoint(extras())
         summary = {"steps": self.step, "epochs": self.epoch, "stopped": self.stopped, **summarize(self.stopped),
