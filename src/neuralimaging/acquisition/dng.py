@@ -55,7 +55,10 @@ def write_dng(
         white_level: saturation value.
         as_shot_neutral: ``(3,)`` camera RGB of a neutral (= 1 / white-balance gains).
         xyz_to_cam: ColorMatrix1, XYZ -> camera for D65 (CalibrationIlluminant1 = 21).
-        make, model, orientation, description: TIFF Make, Model, Orientation and ImageDescription.
+        make: TIFF Make.
+        model: TIFF Model.
+        orientation: TIFF Orientation.
+        description: TIFF ImageDescription.
         noise_profile: DNG NoiseProfile ``(S, O)``: noise variance ``S * x + O`` of the signal ``x`` normalized
             to [0, 1] between black and white level; omitted when None.
     """

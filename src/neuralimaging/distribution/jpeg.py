@@ -215,7 +215,8 @@ def quantization_tables(
 
     Args:
         quality: integer in [1, 100], or a tensor ``(N,)`` of them.
-        luma_table, chroma_table: base tables ``(8, 8)``/``(N, 8, 8)``; the IJG tables when None.
+        luma_table: base luminance table ``(8, 8)``/``(N, 8, 8)``; the IJG table when None.
+        chroma_table: base chrominance table, likewise.
         n: batch size (default: the number of qualities).
 
     Returns:
@@ -542,8 +543,9 @@ def jpeg_compress(
         subsampling: ``4:4:4`` (the paper) or ``4:2:0`` (libjpeg's default, what sharing services use).
         codec: ``differentiable`` or ``libjpeg`` (Pillow; no gradient, see :func:`libjpeg_compress`).
         harmonics: number of terms of the ``harmonic`` rounding.
-        luma_table, chroma_table: base quantization tables ``(8, 8)`` or ``(N, 8, 8)`` scaled by quality
-            (the IJG tables when None); pass ``nn.Parameter`` tables to learn them.
+        luma_table: base luminance quantization table ``(8, 8)`` or ``(N, 8, 8)`` scaled by quality (the IJG
+            table when None); pass an ``nn.Parameter`` to learn it.
+        chroma_table: base chrominance table, likewise.
         exact: use libjpeg's integer arithmetic (8-bit sample rounding, integer DCTs) in the forward pass
             (default: True for the exact-forward modes ``none``/``soft``/``ste``, False for ``sin``/``harmonic``).
         straight_through: ``codec="libjpeg"`` only: pass the gradient through as identity.
@@ -695,7 +697,8 @@ class DifferentiableJPEG(nn.Module):
         subsampling: ``4:4:4`` or ``4:2:0``.
         codec: ``differentiable`` or ``libjpeg`` (evaluation only, no gradient).
         harmonics: terms of the ``harmonic`` rounding.
-        luma_table, chroma_table: base tables ``(8, 8)``; the IJG tables when None.
+        luma_table: base luminance table ``(8, 8)``; the IJG table when None.
+        chroma_table: base chrominance table, likewise.
         exact: libjpeg's integer arithmetic in the forward pass (see :func:`jpeg_compress`).
 
     Shape:

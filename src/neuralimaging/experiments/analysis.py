@@ -319,7 +319,8 @@ def cell_map(window_probs: np.ndarray, shape: tuple[int, int], patch: int, strid
     Args:
         window_probs: ``(ny, nx, C)`` window posteriors (probabilities, not logs).
         shape: ``(H, W)`` of the photo.
-        patch, stride: window geometry (``patch`` a multiple of ``stride``).
+        patch: window side (a multiple of ``stride``).
+        stride: window step.
 
     Returns:
         float32 ``(ceil(H / stride), ceil(W / stride), C)``; the cells of the last partial row and column,
@@ -448,7 +449,8 @@ class PhotoAnalysis:
         window_log_probs: ``(ny, nx, C)`` window log-posteriors.
         cells: ``(rows, cols, C)`` class-probability map, one cell per ``stride x stride`` pixels.
         shape: ``(H, W)`` of the photo.
-        patch, stride: window geometry.
+        patch: window side.
+        stride: window step.
     """
 
     classes: list[str]

@@ -361,7 +361,9 @@ def fit_run_calibration(
         images: split name (default ``"train"``: more scenes than the validation split, and measured
             better on held-out photos, ``docs/analysis.md``) or a list of samples.
         aggregation: one of :data:`~neuralimaging.experiments.analysis.AGGREGATIONS`.
-        stride, batch, device: as for :func:`~neuralimaging.experiments.analysis.load_analyzer`.
+        stride: as for :func:`~neuralimaging.experiments.analysis.load_analyzer`.
+        batch: as for :func:`~neuralimaging.experiments.analysis.load_analyzer`.
+        device: as for :func:`~neuralimaging.experiments.analysis.load_analyzer`.
         seed: seed of the rectangles (:func:`evaluate_analysis` fits with its ``seed + 1``: 1 by default).
         limit: at most this many images (in turn per source photo).
         offsets: fit per-class offsets with the temperature (:func:`~neuralimaging.experiments.analysis.fit_calibration`).

@@ -284,8 +284,11 @@ def cross_pipeline(
         crop: side of the sensor-aligned central crop (1024 ~ the paper's 1 Mpx); None: largest square.
         split: relative sizes of the fingerprint / predictor / evaluation sets (paper: 90 / 30 / 30).
         seed: seed of the random split (the same split for every pipeline).
-        window, stride, tamper: localization window, stride and flipped square side (129, 8, 256).
-        sigma, color: residual settings (:func:`~neuralimaging.forensics.prnu.noise_residual`).
+        window: localization window (129).
+        stride: localization stride (8).
+        tamper: side of the flipped square (256).
+        sigma: denoiser noise level (:func:`~neuralimaging.forensics.prnu.noise_residual`).
+        color: residual colour mode (:func:`~neuralimaging.forensics.prnu.noise_residual`).
         device: where NIPs run.
         progress: progress bars on stderr.
 

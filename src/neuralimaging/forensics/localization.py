@@ -148,7 +148,9 @@ def content_features(
 
     Args:
         intensity: ``(H, W)`` grey image in [0, 1].
-        ys, xs: window centres. window: window size.
+        ys: window centre rows.
+        xs: window centre columns.
+        window: window size.
 
     Returns:
         float64 ``(gh, gw, 10)``: ``[1, f_i, f_t, f_f, f_i^2, f_t^2, f_f^2, f_i f_t, f_i f_f, f_t f_f]``.
@@ -180,8 +182,10 @@ class CorrelationPredictor:
         coef: float (10,) weights of :func:`content_features`.
         sigma_h1: standard deviation of ``rho - rho_hat`` on untampered windows.
         sigma_h0: standard deviation of ``rho`` against a mismatched (shifted) fingerprint.
-        window, stride: the analysis geometry it was trained with.
-        sigma, color: the residual settings (:func:`~neuralimaging.forensics.prnu.noise_residual`).
+        window: the analysis window it was trained with.
+        stride: the analysis stride it was trained with.
+        sigma: the denoiser noise level (:func:`~neuralimaging.forensics.prnu.noise_residual`).
+        color: the residual colour mode.
     """
 
     coef: np.ndarray
@@ -212,8 +216,10 @@ class CorrelationPredictor:
             images: untampered ``(3, H, W)`` / ``(H, W)`` images in [0, 1], all the fingerprint's size (at
                 least 1; the paper uses 30).
             k: fingerprint ``(H, W)``.
-            window, stride: analysis geometry (129 and 8 in the paper).
-            sigma, color: residual settings.
+            window: analysis window (129 in the paper).
+            stride: analysis stride (8 in the paper).
+            sigma: denoiser noise level.
+            color: residual colour mode.
             ridge: Tikhonov regularisation of the normal equations (relative to their trace).
             residuals: precomputed :func:`noise_residual` of the images.
         """

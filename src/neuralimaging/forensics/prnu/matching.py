@@ -206,8 +206,11 @@ def match(
     Args:
         k: fingerprint ``(H, W)`` from :func:`fingerprint`.
         image: ``(3, H, W)`` / ``(H, W)`` in [0, 1] of the same size.
-        sigma, color: residual settings (use the fingerprint's).
-        radius, search, grid: PCE settings (see :func:`pce`).
+        sigma: denoiser noise level (use the fingerprint's).
+        color: residual colour mode (use the fingerprint's).
+        radius: PCE neighbourhood (see :func:`pce`).
+        search: PCE peak search (see :func:`pce`).
+        grid: PCE energy on a grid (see :func:`pce`).
         residual: the image's residual if already computed (:func:`noise_residual`), before weighting.
         saturation: leave pixels at or above this intensity in any channel out of ``I K`` (clipped pixels carry
             no PRNU); None keeps every pixel.
