@@ -56,6 +56,18 @@ def _text(config: Mapping[str, Any], key: str, *, optional: bool = False) -> Non
         raise InputError(f"config {key} must be a string{' or null' if optional else ''}, got {value!r}")
 
 
+def _cycle(config: Mapping[str, Any], *, epochs_low: int) -> None:
+    """The run cycle's settings, the same in both trainers (:mod:`~neuralimaging.experiments.loop`)."""
+    from neuralimaging.experiments.workflow import PRECISIONS
+
+    _integer(config, "epochs", low=epochs_low)
+    _integer(config, "validate_every", low=1)
+    _integer(config, "checkpoint_every", low=1, optional=True)
+    _integer(config, "max_steps", low=0, optional=True)
+    if config.get("precision") not in PRECISIONS:
+        raise InputError(f"config precision must be one of {', '.join(PRECISIONS)}, got {config.get('precision')!r}")
+
+
 def check_nip_settings(config: Mapping[str, Any]) -> None:
     """Check a NIP pre-training config (``train_nip.DEFAULTS`` merged with a preset and overrides).
 
@@ -66,15 +78,13 @@ def check_nip_settings(config: Mapping[str, Any]) -> None:
     """
     from neuralimaging.acquisition import nip as nip_module
 
-    for key in ("batch", "validate_every", "stop_window"):
+    _cycle(config, epochs_low=0)
+    for key in ("batch", "stop_window"):
         _integer(config, key, low=1)
-    _integer(config, "checkpoint_every", low=1, optional=True)
     _integer(config, "patch", low=2)
     _integer(config, "seed", low=0)
-    _integer(config, "epochs", low=0)
     _integer(config, "steps_per_epoch", low=1, optional=True)
     _integer(config, "val_images", low=1, optional=True)
-    _integer(config, "max_steps", low=0, optional=True)
     _number(config, "lr", above=0)
     _number(config, "lr_min", low=0)
     _number(config, "baseline_lr", above=0, optional=True)
@@ -101,17 +111,17 @@ def check_manipulation_settings(config: Mapping[str, Any]) -> None:
     from neuralimaging.distribution import manipulations
     from neuralimaging.distribution.channel import Channel
 
-    for key in ("patch", "batch", "epochs", "steps_per_epoch", "validate_every", "val_patches", "val_batch",
-                "lr_decay_every"):
+    _cycle(config, epochs_low=1)
+    for key in ("patch", "batch", "steps_per_epoch", "val_patches", "val_batch", "lr_decay_every"):
         _integer(config, key, low=1)
-    _integer(config, "checkpoint_every", low=1, optional=True)
-    _integer(config, "max_steps", low=0, optional=True)
     _integer(config, "seed", low=0)
     _integer(config, "residual_width", low=0)
     _integer(config, "val_images", low=1, optional=True)
     _number(config, "lr", above=0)
     _number(config, "lr_decay", above=0, high=1)
     _number(config, "lambda_nip", low=0)
+    for key in ("fan_bf16", "channels_last"):
+        _boolean(config, key)
     train = config.get("train")
     if not (isinstance(train, str) or (isinstance(train, (list, tuple)) and all(isinstance(t, str) for t in train))):
         raise InputError(f"config train must be 'fan' (F) or 'fan,nip' (F+N), got {train!r}")

@@ -33,7 +33,6 @@ from neuralimaging.experiments.loop import TrainingRun, resolve_settings, traini
 from neuralimaging.experiments.rundir import RunDir, check_nip_source, record_nip_source
 from neuralimaging.experiments.settings import check_manipulation_settings
 from neuralimaging.experiments.workflow import (
-    PRECISIONS,
     ResidualNIP,
     Workflow,
     build_workflow,
@@ -172,11 +171,6 @@ def resolve_config(config: Mapping[str, Any], preset: str | None = None) -> dict
         resolved[key] = int(resolved[key])
     if resolved["patch"] % 8:
         raise InputError(f"patch must be a multiple of 8 (JPEG blocks after the channel), got {resolved['patch']}")
-    if resolved["precision"] not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {resolved['precision']!r}")
-    for key in ("fan_bf16", "channels_last"):
-        if not isinstance(resolved[key], bool):
-            raise InputError(f"{key} must be true or false, got {resolved[key]!r}")
     for key, default in LATER_DEFAULTS.items():
         if key in resolved and resolved[key] == default:
             del resolved[key]
@@ -432,7 +426,8 @@ def train_manipulation(
         cycle.record(_lr(config, 0), start_metrics)
     joint = "nip" in MODES[mode]
     lambda_nip = float(config["lambda_nip"])
-    last = cycle.run.read_metrics()[-1] if cycle.run.read_metrics() else start_metrics
+    recorded = cycle.run.read_metrics()
+    last = recorded[-1] if recorded else start_metrics
 
     def step(done: int) -> dict[str, float]:
         nonlocal running

@@ -40,7 +40,7 @@ from neuralimaging.experiments.fidelity import DEFINITION, fidelity_images, nip_
 from neuralimaging.experiments.loop import TrainingRun, resolve_settings, training_dataset
 from neuralimaging.experiments.rundir import RunDir
 from neuralimaging.experiments.settings import check_nip_settings
-from neuralimaging.experiments.workflow import PRECISIONS, resolve_precision
+from neuralimaging.experiments.workflow import resolve_precision
 
 __all__ = [
     "PRESETS", "DEFAULTS", "resolve_config", "train_nip", "load_nip", "validate", "nip_loss", "stop_rule",
@@ -151,8 +151,6 @@ def resolve_config(overrides: Mapping[str, Any] | None = None, preset: str | Non
     if config["data"] is not None:
         config["data"] = os.fspath(config["data"])
     check_nip_settings(config)
-    if config["precision"] not in PRECISIONS:
-        raise InputError(f"config precision must be one of {', '.join(PRECISIONS)}, got {config['precision']!r}")
     if config["lr_schedule"] not in ("constant", "cosine"):
         raise InputError(f"lr_schedule must be 'constant' or 'cosine', got {config['lr_schedule']!r}")
     return config
