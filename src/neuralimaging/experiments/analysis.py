@@ -53,6 +53,7 @@ __all__ = [
     "PhotoAnalysis",
     "analyze_file",
     "analyze_photo",
+    "analyze_windows",
     "cell_map",
     "class_evidence",
     "default_stride",
@@ -502,15 +503,19 @@ def analyze_photo(analyzer: Analyzer, pixels: np.ndarray, *, batch: int = 256) -
         from neuralimaging.io import to_uint
 
         pixels = to_uint(pixels, 8)
-    log_probs = window_log_probs(analyzer, pixels, batch=batch)
-    calibration = analyzer.calibration
-    evidence = class_evidence(log_probs, calibration, analyzer.overlap)
-    probabilities = calibration.probabilities(evidence)
+    return analyze_windows(analyzer, window_log_probs(analyzer, pixels, batch=batch), pixels.shape[:2])
+
+
+def analyze_windows(analyzer: Analyzer, log_probs: np.ndarray, shape: Sequence[int]) -> PhotoAnalysis:
+    """The class-probability map and image-level decision (with ``analyzer.calibration``) of a photo of
+    ``shape`` ``(H, W)`` from its :func:`window_log_probs` ``(ny, nx, C)``."""
+    evidence = class_evidence(log_probs, analyzer.calibration, analyzer.overlap)
+    probabilities = analyzer.calibration.probabilities(evidence)
     best = int(np.argmax(probabilities))
-    shape = (int(pixels.shape[0]), int(pixels.shape[1]))
-    cells = cell_map(np.exp(log_probs), shape, analyzer.patch, analyzer.stride)
+    size = (int(shape[0]), int(shape[1]))
+    cells = cell_map(np.exp(log_probs), size, analyzer.patch, analyzer.stride)
     return PhotoAnalysis(list(analyzer.classes), probabilities, analyzer.classes[best], float(probabilities[best]),
-                         evidence, log_probs, cells, shape, analyzer.patch, analyzer.stride)
+                         evidence, log_probs, cells, size, analyzer.patch, analyzer.stride)
 
 
 def write_overlay(path: str | os.PathLike[str], pixels: np.ndarray, result: PhotoAnalysis, *, max_side: int = 2048) -> Path:

@@ -36,8 +36,8 @@ from neuralimaging.experiments.analysis import (
     AGGREGATIONS,
     Analyzer,
     Calibration,
-    PhotoAnalysis,
     analyze_photo,
+    analyze_windows,
     cell_map,
     class_evidence,
     fit_calibration,
@@ -182,19 +182,10 @@ def collect_records(
         log_probs = window_log_probs(analyzer, photo.pixels, batch=batch)
         records.append(Record(photo.name, photo.label, photo.mask, log_probs))
         if examples_dir is not None and number < examples * len(analyzer.classes):
-            result = _analysis(analyzer, analyzer.calibration, photo.pixels.shape[:2], log_probs)
+            result = analyze_windows(analyzer, log_probs, photo.pixels.shape[:2])
             save_image(Path(examples_dir) / f"{photo.name}.png", photo.pixels.transpose(2, 0, 1) / 255.0)
             write_overlay(Path(examples_dir) / f"{photo.name}_overlay.png", photo.pixels, result)
     return records
-
-
-def _analysis(analyzer: Analyzer, calibration: Calibration, shape: tuple[int, ...], log_probs: np.ndarray) -> PhotoAnalysis:
-    evidence = class_evidence(log_probs, calibration, analyzer.overlap)
-    probabilities = calibration.probabilities(evidence)
-    best = int(np.argmax(probabilities))
-    cells = cell_map(np.exp(log_probs), (int(shape[0]), int(shape[1])), analyzer.patch, analyzer.stride)
-    return PhotoAnalysis(list(analyzer.classes), probabilities, analyzer.classes[best], float(probabilities[best]),
-                         evidence, log_probs, cells, (int(shape[0]), int(shape[1])), analyzer.patch, analyzer.stride)
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -471,8 +462,7 @@ def example_overlays(
 
     Args:
         run_dir: a ``train manipulation`` run whose dataset and NIP run are at hand.
-        images: split name (default ``"train"``: more scenes than the validation split, and measured
-            better on held-out photos, ``docs/analysis.md``) or a list of samples.
+        images: split name (default ``"val"``) or a list of samples.
         count: images to show (in turn per source photo).
         seed: seed of the manipulated rectangles.
         device: where to compute.
