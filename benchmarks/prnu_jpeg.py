@@ -30,12 +30,13 @@ validation; 2: the test set of ``docs/analysis.md``); use one ``--work`` folder 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from PIL import Image
@@ -181,8 +182,10 @@ SETTINGS: dict[str, Setting] = {
 }
 
 
-def _zero_mean_period(period: int) -> Callable[..., np.ndarray]:
-    original = prnu.zero_mean
+def _zero_mean_period(period: int) -> contextlib.AbstractContextManager:
+    """Within the context, the residual and the fingerprint zero-mean every ``period x period`` grid phase
+    (``period`` 2: unchanged). Replaced where the two modules look the function up."""
+    from neuralimaging.forensics.prnu import fingerprints, residuals
 
     def zero_mean(x: np.ndarray, *, lattice: bool = True) -> np.ndarray:
         out = np.array(x, dtype=np.float32, copy=True)
@@ -194,7 +197,11 @@ def _zero_mean_period(period: int) -> Callable[..., np.ndarray]:
                 view -= view.mean(axis=-2, keepdims=True)
         return out
 
-    return zero_mean if period != 2 else original
+    stack = contextlib.ExitStack()
+    if period != 2:
+        for module in (residuals, fingerprints):
+            stack.enter_context(mock.patch.object(module, "zero_mean", zero_mean))
+    return stack
 
 
 def _local_whiten(residual: np.ndarray, window: int, floor: float | None = None) -> np.ndarray:
@@ -215,9 +222,7 @@ def run_setting(setting: Setting, data: dict, quality: int, cache: dict) -> dict
     whiten = int(setting.get("whiten", 0))
     options = {name: setting[name] for name in ("saturation", "weighting", "grid") if name in setting}
     key = (quality, sigma, period)
-    original = prnu.zero_mean
-    prnu.zero_mean = _zero_mean_period(period)
-    try:
+    with _zero_mean_period(period):
         if key not in cache:
             fingerprints = {body: prnu.fingerprint([jpeg(p, quality) for p in shots["flat"]], sigma=sigma)
                             for body, shots in data.items()}
@@ -228,8 +233,6 @@ def run_setting(setting: Setting, data: dict, quality: int, cache: dict) -> dict
                     residuals[(body, path.stem)] = (image, prnu.noise_residual(image, sigma=sigma))
             cache.clear()
             cache[key] = (fingerprints, residuals)
-    finally:
-        prnu.zero_mean = original
     fingerprints, residuals = cache[key]
     rows = []
     for (body, stem), (image, residual) in residuals.items():
