@@ -223,10 +223,9 @@ def match(
     if kk.shape != checked.shape[-2:]:
         raise InputError(f"match: image size {checked.shape[-2]}x{checked.shape[-1]} differs from the fingerprint's {kk.shape[0]}x{kk.shape[1]}")
     w = noise_residual(checked, sigma=sigma, color=color) if residual is None else residual
-    brightest = checked.max(axis=0)
-    keep = brightest < saturation if saturation is not None else None
+    keep = checked.max(axis=0) < saturation if saturation is not None else None
     if weighting is not None:  # clipped areas carry no residual: left in, they would pull the floor to zero
-        w = weight_residual(w, block=weighting, mask=keep if keep is not None else brightest < SATURATION)
+        w = weight_residual(w, block=weighting, mask=keep if keep is not None else checked.max(axis=0) < SATURATION)
     signal = to_gray(checked) * kk
     if keep is not None:
         signal *= keep
